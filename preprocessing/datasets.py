@@ -1,0 +1,62 @@
+"""Locating and reading datasets that ship inside installed packages (nothing is downloaded).
+
+MovieLens-100k ships inside the `recbole==1.2.1` wheel (installed with --no-deps); its terms forbid
+redistribution, so seqrec never copies it into the repository.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import pandas as pd
+
+from .interactions import validate_interactions
+
+ML100K_PACKAGE = "recbole"
+ML100K_DIR = ("dataset_example", "ml-100k")
+
+
+def movielens_100k_dir() -> Path:
+    """Folder holding ml-100k.inter / ml-100k.item inside the installed recbole package."""
+    try:
+        root = resources.files(ML100K_PACKAGE)
+    except ModuleNotFoundError as err:
+        raise FileNotFoundError(
+            "MovieLens-100k is read from the recbole package: pip install --no-deps recbole==1.2.1"
+        ) from err
+    folder = Path(str(root.joinpath(*ML100K_DIR)))
+    if not (folder / "ml-100k.inter").is_file():
+        raise FileNotFoundError(f"{folder / 'ml-100k.inter'} not found in the installed recbole")
+    return folder
+
+
+def _read_atomic_file(path: Path) -> pd.DataFrame:
+    """RecBole 'atomic' files: tab separated, header cells are `name:type`."""
+    try:
+        frame = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        raise ValueError(f"{path}: unreadable ({err})") from err
+    frame.columns = [c.split(":", 1)[0] for c in frame.columns]
+    return frame
+
+
+def read_movielens_100k(folder: Path | None = None) -> pd.DataFrame:
+    """Interactions as (user_id, item_id, timestamp) int64 columns, in file order."""
+    path = (folder or movielens_100k_dir()) / "ml-100k.inter"
+    raw = _read_atomic_file(path)
+    frame = pd.DataFrame(
+        {
+            "user_id": pd.to_numeric(raw["user_id"], errors="coerce"),
+            "item_id": pd.to_numeric(raw["item_id"], errors="coerce"),
+            "timestamp": pd.to_numeric(raw["timestamp"], errors="coerce"),
+        }
+    )
+    return validate_interactions(frame, source=str(path))
+
+
+def read_movielens_100k_titles(folder: Path | None = None) -> dict[int, str]:
+    """Original item id -> movie title (with release year), from ml-100k.item."""
+    raw = _read_atomic_file((folder or movielens_100k_dir()) / "ml-100k.item")
+    years = raw["release_year"].where(raw["release_year"] != "", None)
+    titles = raw["movie_title"] + years.map(lambda y: f" ({y})" if y else "")
+    return dict(zip(raw["item_id"].astype(int), titles))

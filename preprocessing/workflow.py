@@ -1,0 +1,81 @@
+"""The NVTabular workflow: encode item ids, group rows into time-sorted sequences.
+
+The same saved workflow runs at training time (whole dataset) and at serving time (one raw request
+per sequence), so the model always sees ids encoded exactly as in training.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+warnings.filterwarnings("ignore", message=".*Tensorflow dtype mappings.*")
+warnings.filterwarnings("ignore", message=".*CPU mode is experimental.*")
+
+import nvtabular as nvt  # noqa: E402
+from merlin.io import Dataset  # noqa: E402
+from nvtabular import ops  # noqa: E402
+
+from .ops import GroupSequences, LIST_SUFFIX  # noqa: E402
+
+ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
+ITEM_LIST = ITEM_COL + LIST_SUFFIX
+# Categorify (NVTabular 23.8) reserves 0 for padding, 1 for nulls and 2 for out-of-vocabulary
+# values (one OOV bucket); real items start at 3.
+PAD_ID, NULL_ID, OOV_ID, FIRST_ITEM_ID = 0, 1, 2, 3
+
+
+def build_workflow(categories_dir: Path, max_len: int | None, min_len: int = 1) -> nvt.Workflow:
+    items = [ITEM_COL] >> ops.Categorify(out_path=str(categories_dir)) >> ops.TagAsItemID()
+    grouped = (items + [KEY_COL, TIME_COL]) >> GroupSequences(
+        KEY_COL, TIME_COL, max_len=max_len, min_len=min_len
+    )
+    return nvt.Workflow(grouped)
+
+
+def as_dataset(frame: pd.DataFrame) -> Dataset:
+    return Dataset(frame, cpu=True)
+
+
+def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
+    """Apply a fitted workflow to an in-memory frame of raw rows."""
+    return workflow.transform(as_dataset(frame)).to_ddf().compute()
+
+
+def load_workflow(path: str | Path) -> nvt.Workflow:
+    return nvt.Workflow.load(str(path))
+
+
+def item_vocabulary(workflow: nvt.Workflow) -> np.ndarray:
+    """encoded id -> original item id (int64); the reserved ids map to -1."""
+    categorify = next(
+        node.op for node in _nodes(workflow.output_node) if isinstance(node.op, ops.Categorify)
+    )
+    uniques = pd.read_parquet(categorify.categories[ITEM_COL])[ITEM_COL]
+    # The unique file's index is the encoded id; reserved ids have no row.
+    vocab = np.full(int(uniques.index.max()) + 1, -1, dtype=np.int64)
+    vocab[uniques.index.to_numpy()] = uniques.to_numpy(dtype=np.int64)
+    return vocab
+
+
+def encode_items(vocabulary: np.ndarray, original_ids: np.ndarray) -> np.ndarray:
+    """Original ids -> encoded ids via the vocabulary (unknown -> OOV), for checks and tools."""
+    known = vocabulary[FIRST_ITEM_ID:]
+    order = np.argsort(known, kind="stable")
+    pos = np.searchsorted(known, original_ids, sorter=order)
+    pos = np.clip(pos, 0, len(known) - 1)
+    hit = known[order[pos]] == original_ids
+    return np.where(hit, order[pos] + FIRST_ITEM_ID, OOV_ID).astype(np.int64)
+
+
+def _nodes(node):
+    seen, stack = [], [node]
+    while stack:
+        current = stack.pop()
+        if current in seen:
+            continue
+        seen.append(current)
+        stack.extend(current.parents_with_dependencies)
+    return seen
