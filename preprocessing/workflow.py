@@ -79,3 +79,31 @@ def _nodes(node):
         seen.append(current)
         stack.extend(current.parents_with_dependencies)
     return seen
+
+
+def encode_sessions(workflow: nvt.Workflow, sessions: list[np.ndarray]) -> list[np.ndarray]:
+    """Raw sessions (original item ids, oldest first) -> encoded id arrays, through the saved
+    workflow exactly as in training (same Categorify, same ordering and truncation).
+
+    Unknown ids encode to OOV and are dropped: they carry no signal the model learned. The i-th
+    output belongs to the i-th input; an empty input (or one with only unknown ids) gives an
+    empty array, which callers report as an error.
+    """
+    lengths = np.fromiter((len(s) for s in sessions), dtype=np.int64, count=len(sessions))
+    if lengths.sum() == 0:
+        return [np.zeros(0, dtype=np.int64) for _ in sessions]
+    flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions])
+    starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    frame = pd.DataFrame(
+        {
+            KEY_COL: np.repeat(np.arange(len(sessions)), lengths),
+            ITEM_COL: flat,
+            TIME_COL: np.arange(len(flat)) - starts,  # request order is time order
+        }
+    )
+    grouped = transform_frame(workflow, frame)
+    out = [np.zeros(0, dtype=np.int64) for _ in sessions]
+    for key, items in zip(grouped[KEY_COL].to_numpy(), grouped[ITEM_LIST]):
+        items = np.asarray(items, dtype=np.int64)
+        out[int(key)] = items[items >= FIRST_ITEM_ID]
+    return out

@@ -1,0 +1,233 @@
+"""Real tritonserver + gRPC client tests with a tiny python-backend model (no trained model).
+
+The model "seqrec" reverses its input: top_item_ids = item_ids[::-1], top_scores = float32 of
+the same, and answers an empty session with an error response (as the real ensemble may).
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pytriton", reason="needs nvidia-pytriton (seqrec[serve])")
+pytest.importorskip("tritonclient.grpc")
+psutil = pytest.importorskip("psutil")
+
+from seqrec.client import (  # noqa: E402
+    Recommendation,
+    RecommendationError,
+    RecommenderClient,
+    format_table,
+)
+from seqrec.model_repository.server import TritonServer  # noqa: E402
+
+MODEL_PY = textwrap.dedent('''
+    import numpy as np
+    import triton_python_backend_utils as pb_utils
+
+
+    class TritonPythonModel:
+        def execute(self, requests):
+            responses = []
+            for request in requests:
+                ids = pb_utils.get_input_tensor_by_name(request, "item_ids").as_numpy()
+                if ids.size == 0:
+                    # An error response, not an exception: the server stays healthy.
+                    responses.append(pb_utils.InferenceResponse(
+                        output_tensors=[], error=pb_utils.TritonError("empty session: no item ids")))
+                    continue
+                top = np.ascontiguousarray(ids[::-1])
+                responses.append(pb_utils.InferenceResponse(output_tensors=[
+                    pb_utils.Tensor("top_item_ids", top),
+                    pb_utils.Tensor("top_scores", top.astype(np.float32)),
+                ]))
+            return responses
+''')
+
+CONFIG = textwrap.dedent('''
+    name: "{name}"
+    backend: "python"
+    max_batch_size: 0
+    input [ {{ name: "item_ids", data_type: TYPE_INT64, dims: [ -1 ] }} ]
+    output [
+      {{ name: "top_item_ids", data_type: TYPE_INT64, dims: [ -1 ] }},
+      {{ name: "top_scores", data_type: TYPE_FP32, dims: [ -1 ] }}
+    ]
+    instance_group [ {{ count: 1, kind: KIND_CPU }} ]
+''')
+
+
+def write_repo(root: Path, name: str = "seqrec") -> Path:
+    (root / name / "1").mkdir(parents=True)
+    (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
+    (root / name / "1" / "model.py").write_text(MODEL_PY)
+    return root
+
+
+def triton_shm() -> set[str]:
+    return {n for n in os.listdir("/dev/shm") if n.startswith("triton")}
+
+
+def group_members(pid: int) -> list[psutil.Process]:
+    """The server and every process it started (stubs), alive and not zombies."""
+    out = []
+    for p in psutil.process_iter(["pid", "ppid", "status"]):
+        try:
+            if (p.pid == pid or os.getpgid(p.pid) == pid) and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except (psutil.Error, ProcessLookupError):
+            pass
+    return out
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    return write_repo(tmp_path_factory.mktemp("repo"))
+
+
+@pytest.fixture(scope="module")
+def server(repo, tmp_path_factory):
+    srv = TritonServer(repo, log_file=tmp_path_factory.mktemp("log") / "server.log")
+    with srv:
+        yield srv
+
+
+@pytest.fixture()
+def client(server):
+    with RecommenderClient(server.grpc_url, timeout_s=10) as c:
+        yield c
+
+
+@pytest.mark.slow
+def test_server_starts_on_localhost(server):
+    assert server.is_ready()
+    assert server.grpc_url.startswith("127.0.0.1:")
+    assert server.http_url.startswith("http://127.0.0.1:")
+    assert server.startup_seconds is not None and server.startup_seconds > 0
+    listening = {c.laddr for c in psutil.Process(server.pid).net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN}
+    ports = {addr.port for addr in listening}
+    assert {int(server.grpc_url.rsplit(":", 1)[1]), int(server.http_url.rsplit(":", 1)[1])} <= ports
+    # gRPC listens on a dual-stack socket as ::ffff:127.0.0.1, still loopback only.
+    assert all(ipaddress.ip_address(addr.ip.removeprefix("::ffff:")).is_loopback
+               for addr in listening), listening
+
+
+@pytest.mark.slow
+def test_recommend_round_trip(client):
+    assert client.is_ready()
+    rec = client.recommend([5, 7, 11, 2**40])
+    assert isinstance(rec, Recommendation)
+    assert rec.item_ids == [2**40, 11, 7, 5]
+    assert rec.scores == [float(np.float32(2**40)), 11.0, 7.0, 5.0]
+    assert rec.latency_ms > 0
+    # numpy input of another integer dtype is converted, not rejected.
+    assert client.recommend(np.array([3, 1], dtype=np.int32)).item_ids == [1, 3]
+    meta = client.model_metadata()
+    assert meta["name"] == "seqrec" and meta["inputs"][0]["datatype"] == "INT64"
+
+
+@pytest.mark.slow
+def test_empty_request_is_a_clear_error_and_server_stays_ready(client, server):
+    with pytest.raises(RecommendationError, match="empty session"):
+        client.recommend([])
+    assert server.is_ready() and client.is_ready()
+    assert client.recommend([1, 2]).item_ids == [2, 1]
+
+
+@pytest.mark.slow
+def test_unknown_model_is_a_recommendation_error(server):
+    with RecommenderClient(server.grpc_url, model_name="nope", retries=0) as c:
+        assert not c.is_ready()
+        with pytest.raises(RecommendationError, match="nope"):
+            c.recommend([1])
+
+
+@pytest.mark.parametrize("bad, shown", [([1, 2.5], "2.5"), (["a"], "'a'"), ([1, None], "None"),
+                                        ([True], "True"), ([[1, 2]], "shape")])
+def test_client_rejects_non_integer_ids(bad, shown):
+    c = RecommenderClient("127.0.0.1:1")  # never contacted: validation happens first
+    with pytest.raises(ValueError, match=shown.replace(".", r"\.").replace("(", r"\(")):
+        c.recommend(bad)
+    c.close()
+
+
+def test_unavailable_server_retries_then_raises():
+    c = RecommenderClient("127.0.0.1:1", retries=2, timeout_s=2)
+    t0 = time.perf_counter()
+    with pytest.raises(RecommendationError, match="UNAVAILABLE"):
+        c.recommend([1])
+    assert time.perf_counter() - t0 >= 0.05 + 0.1  # two backoffs were taken
+    assert not c.is_ready()
+    c.close()
+
+
+def test_format_table():
+    rec = Recommendation(item_ids=[42, 7], scores=[0.9, 0.25], latency_ms=1.0)
+    table = format_table(rec, {42: "The Answer"})
+    lines = table.splitlines()
+    assert lines[0].split() == ["rank", "item_id", "score", "title"]
+    assert lines[1].split() == ["1", "42", "0.9000", "The", "Answer"]
+    assert lines[2].split() == ["2", "7", "0.2500"]
+
+
+@pytest.mark.slow
+def test_second_server_runs_beside_the_first(server, tmp_path):
+    repo2 = write_repo(tmp_path / "repo2", name="other")
+    with TritonServer(repo2, model_control="explicit", load_models=["other"]) as second:
+        assert second.grpc_url != server.grpc_url and second.http_url != server.http_url
+        with RecommenderClient(second.grpc_url, model_name="other") as c:
+            assert c.recommend([1, 2, 3]).item_ids == [3, 2, 1]
+        # Explicit model control round trip.
+        second.unload_model("other")
+        assert not second.is_model_ready("other")
+        second.load_model("other")
+        assert second.is_model_ready("other")
+        with pytest.raises(RuntimeError, match="missing"):
+            second.load_model("missing")
+    assert server.is_ready()  # stopping the second one left the first alone
+
+
+@pytest.mark.slow
+def test_stop_leaves_no_processes_or_shm(tmp_path):
+    before = triton_shm()
+    srv = TritonServer(write_repo(tmp_path / "repo")).start()
+    pid = srv.pid
+    members = group_members(pid)
+    assert any("triton_python_backend_stub" in " ".join(p.cmdline()) for p in members)
+    assert triton_shm() - before  # the python backend did create its segment
+    srv.stop()
+    assert not srv.is_ready()
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
+    assert group_members(pid) == []
+    assert triton_shm() - before == set()
+
+
+@pytest.mark.slow
+def test_startup_failure_raises_with_log_tail(tmp_path):
+    repo = write_repo(tmp_path / "repo")
+    (repo / "seqrec" / "1" / "model.py").write_text("raise ImportError('broken model file')\n")
+    before = triton_shm()
+    srv = TritonServer(repo, log_file=tmp_path / "server.log")
+    with pytest.raises(RuntimeError, match="broken model file"):
+        srv.start(timeout=60)
+    assert "broken model file" in (tmp_path / "server.log").read_text()
+    assert group_members(srv.pid) == []
+    assert triton_shm() - before == set()
+
+
+def test_client_import_is_light():
+    code = ("import sys, seqrec.client; "
+            "heavy = [m for m in ('torch', 'nvtabular', 'pandas') if m in sys.modules]; "
+            "assert not heavy, heavy; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
