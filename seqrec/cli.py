@@ -1,0 +1,136 @@
+"""`seqrec` command line: wires the stages together; every stage also works as a library."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_CONFIG = "configs/ml-100k.yaml"
+
+
+def _recipe(args):
+    from .config import load_recipe
+
+    return load_recipe(args.config)
+
+
+def cmd_preprocess(args) -> None:
+    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
+
+    from .config import build
+
+    cfg = build(ETLConfig, _recipe(args).get("etl"), output_dir=args.output_dir, max_len=args.max_len)
+    result = run_etl(cfg)
+    print(
+        f"rows in: {result.rows_in:,}  sequences: {result.sequences}  items: {result.num_items:,}  "
+        f"dropped (shorter than {cfg.min_len}): {result.dropped_short_sequences}  "
+        f"{result.rows_per_second:,.0f} rows/s  -> {result.output_dir}"
+    )
+
+
+def cmd_train(args) -> None:
+    from seqrec.training.trainer import TrainConfig, train
+
+    from .config import build
+    from .report import metrics_table
+
+    cfg = build(TrainConfig, _recipe(args).get("train"), data_dir=args.data_dir,
+                output_dir=args.output_dir, epochs=args.epochs)
+    result = train(cfg)
+    print(metrics_table(result))
+    print(f"checkpoint: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run})")
+
+
+def cmd_export(args) -> None:
+    from seqrec.model_repository.export import ExportConfig, export_repository
+
+    from .config import build
+
+    cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository,
+                top_k=args.top_k, gpu=args.gpu or None)
+    print(f"model repository: {export_repository(cfg)}")
+
+
+def cmd_serve(args) -> None:
+    from seqrec.model_repository.server import serve_forever
+
+    from .config import build
+    from seqrec.model_repository.export import ExportConfig
+
+    cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository)
+    serve_forever(cfg.repository)
+
+
+def parse_items(text: str) -> list[int]:
+    items = []
+    for part in text.split(","):
+        part = part.strip()
+        try:
+            items.append(int(part))
+        except ValueError:
+            raise SystemExit(f"--items: {part!r} is not an integer item id") from None
+    return items
+
+
+def cmd_query(args) -> None:
+    from seqrec.client import RecommenderClient, RecommendationError, format_table
+
+    titles = None
+    if not args.no_titles:
+        from seqrec.preprocessing.datasets import read_movielens_100k_titles
+
+        titles = read_movielens_100k_titles()
+    with RecommenderClient(args.url, model_name=args.model, timeout_s=args.timeout) as client:
+        try:
+            rec = client.recommend(parse_items(args.items))
+        except RecommendationError as err:
+            raise SystemExit(f"error: {err}") from None
+    print(format_table(rec, titles))
+    print(f"latency: {rec.latency_ms:.1f} ms")
+
+
+def cmd_demo(args) -> None:
+    from .demo import run_demo
+
+    run_demo(args.config, epochs=args.epochs, items=parse_items(args.items))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="seqrec", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name, fn, help_text, config=True):
+        p = sub.add_parser(name, help=help_text)
+        if config:
+            p.add_argument("--config", default=DEFAULT_CONFIG, help="YAML recipe (default: %(default)s)")
+        p.set_defaults(fn=fn)
+        return p
+
+    p = add("preprocess", cmd_preprocess, "raw interactions -> fitted workflow + split parquet")
+    p.add_argument("--output-dir")
+    p.add_argument("--max-len", type=int)
+    p = add("train", cmd_train, "train the transformer, evaluate against popularity")
+    p.add_argument("--data-dir")
+    p.add_argument("--output-dir")
+    p.add_argument("--epochs", type=int)
+    p = add("export", cmd_export, "write the Triton model repository")
+    p.add_argument("--repository")
+    p.add_argument("--top-k", type=int)
+    p.add_argument("--gpu", action="store_true", help="KIND_GPU instances (NVIDIA containers)")
+    p = add("serve", cmd_serve, "run tritonserver on 127.0.0.1 until Ctrl-C")
+    p.add_argument("--repository")
+    p = add("query", cmd_query, "ask a running server for the top-k", config=False)
+    p.add_argument("--items", required=True, help="original item ids, oldest first: 50,172,133")
+    p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")
+    p.add_argument("--model", default="seqrec")
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--no-titles", action="store_true", help="do not look up MovieLens titles")
+    p = add("demo", cmd_demo, "ETL -> train -> export -> serve -> query on MovieLens-100k")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--items", default="50,172,133")
+
+    args = parser.parse_args(argv)
+    args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
