@@ -1,0 +1,36 @@
+# Sourced by scripts/demo and scripts/test: create or reuse the project's virtualenv with the
+# pinned, verified stack (see docs/stack.md). Safe to run from both scripts at once (flock).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${SEQREC_VENV:-$ROOT/.venv}"
+PY="${SEQREC_PYTHON:-$(command -v python3.11 || command -v python3)}"
+STAMP="$VENV/.seqrec-stamp"
+WANT="$(cat "$ROOT/scripts/requirements.txt" "$ROOT/scripts/constraints.txt" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+
+_quiet_pip() {  # pip's notes about unreachable local find-links are noise here
+  local log rc=0
+  log="$(mktemp)"
+  "$VENV/bin/python" -m pip install --disable-pip-version-check -q "$@" >"$log" 2>&1 || rc=$?
+  grep -v -e "^WARNING: Location 'file:" "$log" >&2 || true
+  rm -f "$log"
+  return "$rc"
+}
+
+mkdir -p "$(dirname "$VENV")"
+exec 9>"$VENV.lock"
+flock 9
+if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
+  echo "seqrec: installing the pinned environment into $VENV (first run: a few minutes)" >&2
+  "$PY" -m venv "$VENV"
+  _quiet_pip 'pip<26.3'
+  _quiet_pip torch==2.13.0  # first and pinned: the CPU wheel; unpinned pulls multi-GB CUDA
+  _quiet_pip -c "$ROOT/scripts/constraints.txt" -r "$ROOT/scripts/requirements.txt"
+  _quiet_pip --no-deps recbole==1.2.1  # only for the MovieLens-100k files inside its wheel
+  _quiet_pip --no-deps -e "$ROOT"
+  "$VENV/bin/python" -m pip check >&2
+  echo "$WANT" > "$STAMP"
+fi
+flock -u 9
+export PATH="$VENV/bin:$PATH"
+export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"
+cd "$ROOT"

@@ -1,0 +1,134 @@
+"""The NVTabular workflow on real MovieLens-100k rows."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqrec.preprocessing.interactions import InteractionError, validate_interactions
+from seqrec.preprocessing.ops import GroupSequences
+from seqrec.preprocessing.pipeline import SPLITS, ETLConfig, run_etl
+from seqrec.preprocessing.workflow import (
+    FIRST_ITEM_ID,
+    ITEM_LIST,
+    encode_sessions,
+    item_vocabulary,
+    load_workflow,
+)
+
+MAX_LEN = 50  # tests/conftest.py runs the ETL with this max_len
+
+
+def split(etl, name):
+    return pd.read_parquet(Path(etl.output_dir) / f"{name}.parquet")
+
+
+def test_every_user_once_per_split(etl, ml100k):
+    users = set(ml100k["user_id"].unique())
+    for name in SPLITS:
+        frame = split(etl, name)
+        assert frame["user_id"].is_unique
+        assert set(frame["user_id"]) == users  # every ML-100k user has >= 20 ratings
+
+
+def test_lists_time_sorted_and_truncated(etl):
+    test = split(etl, "test")
+    times = test["timestamp-list"]
+    assert all((np.diff(t) >= 0).all() for t in times)
+    lengths = test["item_id-list"].map(len)
+    assert lengths.max() == MAX_LEN
+    assert (lengths == test["seq_length"]).all()
+    for name in SPLITS:
+        assert split(etl, name)["item_id-list"].map(len).max() <= MAX_LEN
+
+
+def test_lists_are_the_most_recent_items_in_original_ids(etl, ml100k):
+    """Decoding the encoded lists gives back each user's last MAX_LEN items, in time order."""
+    vocab = item_vocabulary(load_workflow(Path(etl.output_dir) / "workflow"))
+    test = split(etl, "test").set_index("user_id")
+    expected = (
+        ml100k.reset_index()
+        .sort_values(["user_id", "timestamp", "index"], kind="stable")
+        .groupby("user_id")["item_id"]
+        .apply(lambda s: s.to_numpy()[-MAX_LEN:])
+    )
+    for user in expected.index[:200]:
+        np.testing.assert_array_equal(vocab[test.loc[user, ITEM_LIST]], expected[user])
+
+
+def test_test_target_never_in_train_input(etl):
+    train = split(etl, "train").set_index("user_id")
+    valid = split(etl, "valid").set_index("user_id")
+    test = split(etl, "test").set_index("user_id")
+    for user in test.index:
+        full, v, t = test.loc[user, ITEM_LIST], valid.loc[user, ITEM_LIST], train.loc[user, ITEM_LIST]
+        np.testing.assert_array_equal(v, full[:-1])
+        np.testing.assert_array_equal(t, full[:-2])
+        assert full[-1] not in set(t)  # ML-100k has one rating per (user, item)
+        assert full[-2] not in set(t)
+
+
+def test_saved_workflow_encodes_raw_requests_like_training(etl, ml100k):
+    workflow = load_workflow(Path(etl.output_dir) / "workflow")
+    vocab = item_vocabulary(workflow)
+    assert (vocab >= 0).sum() == ml100k["item_id"].nunique() == etl.num_items
+    raw = [np.array([50, 172, 133]), np.array([999_999, 50]), np.array([], dtype=np.int64), np.array([-3])]
+    encoded = encode_sessions(workflow, raw)
+    np.testing.assert_array_equal(vocab[encoded[0]], [50, 172, 133])
+    np.testing.assert_array_equal(vocab[encoded[1]], [50])  # unknown ids are dropped
+    assert encoded[2].size == 0 and encoded[3].size == 0
+    assert all((e >= FIRST_ITEM_ID).all() for e in encoded)
+    # a request longer than the workflow's max_len keeps its most recent items
+    long = np.tile(vocab[FIRST_ITEM_ID:FIRST_ITEM_ID + 10], 10)
+    assert len(encode_sessions(workflow, [long])[0]) == MAX_LEN
+
+
+def test_group_sequences_matches_pandas_groupby():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {"user_id": rng.integers(0, 50, 2000), "item_id": rng.integers(0, 300, 2000),
+         "timestamp": rng.integers(0, 100, 2000)}
+    )
+    from merlin.dag import ColumnSelector
+
+    out = GroupSequences("user_id", "timestamp", max_len=7).transform(
+        ColumnSelector(["user_id", "item_id", "timestamp"]), frame
+    )
+    expected = (
+        frame.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
+        .groupby("user_id")["item_id"].apply(lambda s: list(s)[-7:])
+    )
+    assert list(out["user_id"]) == list(expected.index)
+    for got, want in zip(out["item_id-list"], expected):
+        assert list(got) == want
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (pd.DataFrame({"user_id": [1], "item_id": [2]}), "missing column(s) ['timestamp']"),
+        (pd.DataFrame({"user_id": [1, None], "item_id": [2, 3], "timestamp": [1, 2]}), "'user_id' has 1 null"),
+        (pd.DataFrame({"user_id": [1], "item_id": ["a"], "timestamp": [1]}), "'item_id' has dtype object"),
+        (pd.DataFrame({"user_id": [1], "item_id": [2.5], "timestamp": [1]}), "'item_id' holds non-integer"),
+        (pd.DataFrame({"user_id": [], "item_id": [], "timestamp": []}), "empty input"),
+    ],
+)
+def test_bad_interactions_name_the_problem(frame, message):
+    with pytest.raises(InteractionError) as err:
+        validate_interactions(frame, source="clicks.csv")
+    assert "clicks.csv" in str(err.value) and message in str(err.value)
+
+
+def test_failed_etl_leaves_nothing_behind(tmp_path, monkeypatch):
+    import seqrec.preprocessing.pipeline as pipeline
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "leave_last_out", boom)
+    frame = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
+    with pytest.raises(RuntimeError, match="disk full"):
+        run_etl(ETLConfig(output_dir=str(tmp_path / "out")), interactions=frame)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,74 @@
+"""GPT-2 causal-LM training on real MovieLens-100k sequences."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST
+from seqrec.training.checkpoint import load_checkpoint
+from seqrec.training.data import pad_right
+from seqrec.training.metrics import ranking_metrics
+from seqrec.training.model import ModelConfig
+from seqrec.training.recommend import recommend, score_histories
+
+
+def test_loss_falls_and_model_beats_popularity(trained):
+    assert trained.losses[-1] < trained.losses[0] - 0.5
+    assert trained.valid["ndcg@10"] > 1.5 * trained.popularity_valid["ndcg@10"]
+    assert trained.test["ndcg@10"] > trained.popularity_test["ndcg@10"]
+
+
+def test_checkpoint_holds_config_and_weights(trained):
+    folder = Path(trained.output_dir)
+    assert {"config.json", "model.pt", "metrics.json"} <= {p.name for p in folder.iterdir()}
+    a, b = load_checkpoint(folder), load_checkpoint(folder)
+    histories = [np.array([10, 20, 30]), np.array([5])]
+    torch.testing.assert_close(score_histories(a, histories), score_histories(b, histories))
+
+
+def test_scores_depend_only_on_the_history(trained, etl):
+    """Eval rows hold history + target; changing the target (and anything after it) or batching
+    with longer rows must not change a row's scores."""
+    model = load_checkpoint(trained.output_dir)
+    rows = list(pd.read_parquet(Path(etl.output_dir) / "test.parquet")[ITEM_LIST][:32])
+    histories = [r[:-1] for r in rows]
+    alone = score_histories(model, histories[:1])
+    batched = score_histories(model, histories)[:1]
+    torch.testing.assert_close(alone, batched, atol=1e-4, rtol=1e-4)
+    # the full row (history + target) gives different scores: the target is not visible before
+    assert not torch.allclose(score_histories(model, [rows[0]]), alone)
+
+
+def test_recommend_ranks_and_excludes_reserved_ids(trained):
+    model = load_checkpoint(trained.output_dir)
+    histories = [np.array([FIRST_ITEM_ID, FIRST_ITEM_ID + 1]), np.array([FIRST_ITEM_ID + 5])]
+    top, scores = recommend(model, histories, k=20)
+    assert top.shape == (2, 20) and (top >= FIRST_ITEM_ID).all()
+    assert (np.diff(scores, axis=1) <= 0).all()
+    top_seen, _ = recommend(model, histories, k=20, exclude_seen=True)
+    assert not np.isin(histories[0], top_seen[0]).any()
+    with pytest.raises(ValueError, match="at least one item"):
+        recommend(model, [np.array([], dtype=np.int64)])
+
+
+def test_ranking_metrics_by_hand():
+    top = np.array([[5, 6, 7], [1, 2, 3], [9, 8, 7]])
+    m = ranking_metrics(top, np.array([5, 3, 4]), cutoffs=(2, 3))
+    assert m["recall@2"] == pytest.approx(1 / 3)
+    assert m["recall@3"] == pytest.approx(2 / 3)
+    assert m["ndcg@3"] == pytest.approx((1 + 1 / np.log2(4)) / 3)
+    assert m["mrr@3"] == pytest.approx((1 + 1 / 3) / 3)
+
+
+def test_pad_right_keeps_the_most_recent_items():
+    out = pad_right([np.arange(1, 8), np.array([9])], max_len=4)
+    assert out.tolist() == [[4, 5, 6, 7], [9, 0, 0, 0]]
+
+
+def test_unknown_backbone_fails_at_configuration():
+    with pytest.raises(ValueError, match="choose from"):
+        ModelConfig(num_items=10, backbone="nope")
