@@ -15,6 +15,7 @@ from nvtabular.ops import Operator
 from merlin.dag import ColumnSelector
 
 LIST_SUFFIX = "-list"
+FIRST_SUFFIX, LAST_SUFFIX = "-first", "-last"
 LENGTH_COLUMN = "seq_length"
 
 
@@ -43,21 +44,37 @@ def lists_from_offsets(values: np.ndarray, offsets: np.ndarray) -> pd.Series:
     return pd.Series(arrow.to_pandas(zero_copy_only=False), dtype=object)
 
 
+# Neither operator declares `dependencies`: merlin would then re-read those columns from the raw
+# input and align them by row position with this op's (re-ordered, filtered) rows. The key and
+# time columns must be part of the selection instead.
+
+
+def _require(col_selector: ColumnSelector, names) -> None:
+    missing = [n for n in names if n not in col_selector.names]
+    if missing:
+        raise ValueError(f"columns {missing} must be selected for this operator")
+
+
 class GroupSequences(Operator):
     """Group interaction rows into one time-sorted, truncated sequence per key.
 
     Output columns: the key, `<col>-list` for every other selected column (sorted by `sort_col`,
-    ties kept in input order), and `seq_length`. Sequences shorter than `min_len` are dropped;
-    longer ones keep their LAST `max_len` items (the most recent history matters most).
+    ties kept in input order), `<sort_col>-first` / `-last` (of the whole sequence, before
+    truncation) and `seq_length`. Sequences shorter than `min_len` or longer than
+    `max_session_len` (bots, crawlers) are dropped; the others keep their LAST `max_len` items
+    (the most recent history matters most).
     """
 
-    def __init__(self, key: str, sort_col: str, max_len: int | None = None, min_len: int = 1):
+    def __init__(self, key: str, sort_col: str, max_len: int | None = None, min_len: int = 1,
+                 max_session_len: int | None = None):
         super().__init__()
         if max_len is not None and max_len < 1:
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         self.key, self.sort_col, self.max_len, self.min_len = key, sort_col, max_len, min_len
+        self.max_session_len = max_session_len
 
     def transform(self, col_selector: ColumnSelector, df):
+        _require(col_selector, [self.key, self.sort_col])
         if not isinstance(df, pd.DataFrame):  # cuDF: its groupby collect is a GPU kernel
             return self._transform_cudf(col_selector, df)
         value_cols = [c for c in col_selector.names if c != self.key]
@@ -69,35 +86,47 @@ class GroupSequences(Operator):
         lengths = np.minimum(np.diff(offsets), self.max_len or np.iinfo(np.int64).max)
         new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
         rows = order[keep]
+        times = df[self.sort_col].to_numpy()[order]
         out = pd.DataFrame({self.key: keys[offsets[:-1]]})
         for col in value_cols:
             out[col + LIST_SUFFIX] = lists_from_offsets(df[col].to_numpy()[rows], new_offsets)
+        out[self.sort_col + FIRST_SUFFIX] = times[offsets[:-1]]
+        out[self.sort_col + LAST_SUFFIX] = times[offsets[1:] - 1]
         out[LENGTH_COLUMN] = lengths.astype(np.int32)
-        return out[out[LENGTH_COLUMN] >= self.min_len].reset_index(drop=True)
+        return out[self._keep(out[LENGTH_COLUMN], np.diff(offsets))].reset_index(drop=True)
+
+    def _keep(self, lengths, full_lengths):
+        keep = lengths >= self.min_len
+        if self.max_session_len is not None:
+            keep &= full_lengths <= self.max_session_len
+        return keep
 
     def _transform_cudf(self, col_selector, df):
         value_cols = [c for c in col_selector.names if c != self.key]
         df = df.sort_values([self.key, self.sort_col]).reset_index(drop=True)
+        gb = df.groupby(self.key, sort=True)
+        bounds = gb[self.sort_col].agg(["first", "last", "count"])
         if self.max_len is not None:
-            rank_from_end = df.groupby(self.key).cumcount(ascending=False)
+            rank_from_end = gb.cumcount(ascending=False)
             df = df[rank_from_end < self.max_len]
         out = df.groupby(self.key, sort=True).agg({c: "collect" for c in value_cols})
         out.columns = [c + LIST_SUFFIX for c in value_cols]
+        out[self.sort_col + FIRST_SUFFIX] = bounds["first"]
+        out[self.sort_col + LAST_SUFFIX] = bounds["last"]
         out = out.reset_index()
         out[LENGTH_COLUMN] = out[value_cols[0] + LIST_SUFFIX].list.len().astype("int32")
-        return out[out[LENGTH_COLUMN] >= self.min_len].reset_index(drop=True)
+        full = bounds["count"].reindex(out[self.key]).values
+        return out[self._keep(out[LENGTH_COLUMN], full)].reset_index(drop=True)
 
     def column_mapping(self, col_selector):
         mapping = {self.key: [self.key]}
         for col in col_selector.names:
             if col != self.key:
                 mapping[col + LIST_SUFFIX] = [col]
+        mapping[self.sort_col + FIRST_SUFFIX] = [self.sort_col]
+        mapping[self.sort_col + LAST_SUFFIX] = [self.sort_col]
         mapping[LENGTH_COLUMN] = [self.sort_col]
         return mapping
-
-    @property
-    def dependencies(self):
-        return [self.key, self.sort_col]
 
     def _compute_dtype(self, col_schema, input_schema):
         if col_schema.name == LENGTH_COLUMN:
@@ -112,7 +141,28 @@ class GroupSequences(Operator):
     def _compute_tags(self, col_schema, input_schema):
         if col_schema.name == LENGTH_COLUMN:  # a count, not an item id (stock Groupby gets this wrong)
             return col_schema.with_tags([])
+        if col_schema.name.endswith((FIRST_SUFFIX, LAST_SUFFIX)):
+            return col_schema.with_tags([Tags.TIME])
         col_schema = super()._compute_tags(col_schema, input_schema)
         if col_schema.name.endswith(LIST_SUFFIX):
             return col_schema.with_tags([Tags.LIST, Tags.SEQUENCE])
         return col_schema
+
+
+class DropConsecutiveRepeats(Operator):
+    """Drop an interaction that repeats the previous item of the same key (reloads, double
+    clicks): sort by (key, time) once and compare each row with its predecessor."""
+
+    def __init__(self, key: str, sort_col: str, item_col: str):
+        super().__init__()
+        self.key, self.sort_col, self.item_col = key, sort_col, item_col
+
+    def transform(self, col_selector: ColumnSelector, df):
+        _require(col_selector, [self.key, self.sort_col, self.item_col])
+        if isinstance(df, pd.DataFrame):  # lexsort: stable, ties keep their arrival order
+            df = df.iloc[np.lexsort((df[self.sort_col].to_numpy(), df[self.key].to_numpy()))]
+        else:
+            df = df.sort_values([self.key, self.sort_col])
+        # shift() compares with the previous row on pandas and cuDF alike
+        repeat = (df[self.key] == df[self.key].shift(1)) & (df[self.item_col] == df[self.item_col].shift(1))
+        return df[~repeat][col_selector.names].reset_index(drop=True)

@@ -8,13 +8,21 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from .datasets import read_movielens_100k
 from .ops import LENGTH_COLUMN
-from .splits import leave_last_out
-from .workflow import ITEM_LIST, as_dataset, build_workflow, item_vocabulary, transform_frame
+from .splits import leave_last_out, time_window_splits
+from .workflow import (
+    ITEM_LIST,
+    TIME_COL,
+    as_dataset,
+    build_workflow,
+    item_vocabulary,
+    transform_frame,
+)
 
 WORKFLOW_DIR = "workflow"
 SPLITS = ("train", "valid", "test")
@@ -25,7 +33,22 @@ class ETLConfig:
     output_dir: str = "artifacts/ml-100k/data"
     dataset: str = "movielens-100k"
     max_len: int = 200  # longest stored sequence (history + target); older items are cut
-    min_len: int = 3
+    min_len: int = 3  # shorter sequences are dropped (leave-last-out needs 3, sessions 2)
+    key: str = "user_id"  # user_id: one sequence per user; session_id: one per session
+    split: str = "leave-last-out"  # or "time-window"
+    window_seconds: int = 86400  # time-window split: one folder per day by default
+    valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
+    test_fraction: float = 0.1
+    remove_repeats: bool = False  # drop an interaction repeating the previous item
+    max_session_len: int | None = None  # drop longer sessions (bots) before truncation
+    freq_threshold: int = 0  # rarer items map to the OOV id
+    categorical: list[str] = field(default_factory=list)  # side columns, as lists per sequence
+    continuous: list[str] = field(default_factory=list)
+    log_continuous: list[str] = field(default_factory=list)  # log then normalise (e.g. price)
+
+    def __post_init__(self):
+        if self.split not in ("leave-last-out", "time-window"):
+            raise ValueError(f"split {self.split!r}: choose 'leave-last-out' or 'time-window'")
 
 
 @dataclass
@@ -33,9 +56,10 @@ class ETLResult:
     output_dir: str
     rows_in: int
     sequences: dict[str, int] = field(default_factory=dict)
+    windows: list[str] = field(default_factory=list)
     num_items: int = 0
     seconds: float = 0.0
-    dropped_short_sequences: int = 0
+    dropped_sequences: int = 0  # shorter than min_len or longer than max_session_len
 
     @property
     def rows_per_second(self) -> float:
@@ -56,20 +80,34 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     try:
-        workflow = build_workflow(staging / "categories", max_len=config.max_len)
+        workflow = build_workflow(
+            staging / "categories",
+            max_len=config.max_len,
+            key=config.key,
+            freq_threshold=config.freq_threshold,
+            remove_repeats=config.remove_repeats,
+            categorical=tuple(config.categorical),
+            continuous=tuple(config.continuous + config.log_continuous),
+            log_continuous=tuple(config.log_continuous),
+        )
         workflow.fit(as_dataset(frame))
         grouped = transform_frame(workflow, frame)
-        splits = leave_last_out(grouped, min_len=config.min_len)
-        for name, table in splits.items():
-            pq.write_table(table, staging / f"{name}.parquet")
+        keep = grouped[LENGTH_COLUMN] >= config.min_len
+        if config.max_session_len is not None:
+            # the (untruncated) span of each session is known from its full length
+            keep &= _full_lengths(frame, grouped, config.key) <= config.max_session_len
+        dropped = int((~keep).sum())
+        grouped = grouped[keep].reset_index(drop=True)
+        sequences, windows = _write_splits(grouped, config, staging)
         workflow.save(str(staging / WORKFLOW_DIR))
         shutil.rmtree(staging / "categories")  # the saved workflow carries its own copy
         result = ETLResult(
             output_dir=str(final),
             rows_in=len(frame),
-            sequences={n: t.num_rows for n, t in splits.items()},
+            sequences=sequences,
+            windows=windows,
             num_items=int((item_vocabulary(workflow) >= 0).sum()),
-            dropped_short_sequences=int((grouped[LENGTH_COLUMN] < max(config.min_len, 3)).sum()),
+            dropped_sequences=dropped,
         )
         result.seconds = time.perf_counter() - started
         (staging / "etl_summary.json").write_text(
@@ -82,6 +120,29 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return result
+
+
+def _full_lengths(frame: pd.DataFrame, grouped: pd.DataFrame, key: str) -> np.ndarray:
+    counts = frame[key].value_counts()
+    return counts.reindex(grouped[key]).to_numpy()
+
+
+def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
+    if config.split == "leave-last-out":
+        splits = leave_last_out(grouped, min_len=config.min_len)
+        for name, table in splits.items():
+            pq.write_table(table, staging / f"{name}.parquet")
+        return {n: t.num_rows for n, t in splits.items()}, []
+    windows = time_window_splits(
+        grouped, TIME_COL, config.window_seconds, config.valid_fraction, config.test_fraction
+    )
+    totals = dict.fromkeys(SPLITS, 0)
+    for window, splits in windows.items():
+        (staging / window).mkdir()
+        for name, table in splits.items():
+            pq.write_table(table, staging / window / f"{name}.parquet")
+            totals[name] += table.num_rows
+    return totals, list(windows)
 
 
 def read_split(data_dir: str | Path, split: str) -> pd.DataFrame:

@@ -43,3 +43,44 @@ def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Tabl
 
 
 __all__ = ["drop_last", "leave_last_out", "keep_last_mask"]
+
+
+def window_name(start_seconds: int, window_seconds: int) -> str:
+    stamp = pd.Timestamp(int(start_seconds), unit="s")
+    return stamp.strftime("%Y-%m-%d" if window_seconds % 86400 == 0 else "%Y-%m-%dT%H%M")
+
+
+def time_window_splits(
+    grouped: pd.DataFrame,
+    time_col: str,
+    window_seconds: int = 86400,
+    valid_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+) -> dict[str, dict[str, pa.Table]]:
+    """Sessions -> {window: {train, valid, test}}.
+
+    A session belongs to the window of its FIRST interaction, so it is never cut in two. Inside a
+    window, sessions are ordered by start time: the earliest go to train, the latest to test, so
+    no evaluated session started before a training one of the same window.
+    """
+    if not 0 <= valid_fraction + test_fraction < 1:
+        raise ValueError("valid_fraction + test_fraction must be in [0, 1)")
+    first = grouped[time_col + "-first"].to_numpy()
+    window = first // window_seconds
+    order = np.lexsort((first, window))
+    sorted_windows = window[order]
+    offsets = np.concatenate(([0], np.flatnonzero(np.diff(sorted_windows)) + 1, [len(order)]))
+    counts = np.diff(offsets)
+    rank = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
+    share = (rank + 0.5) / np.repeat(counts, counts)  # position inside the window, in (0, 1)
+    split = np.where(share >= 1 - test_fraction, 2, np.where(share >= 1 - test_fraction - valid_fraction, 1, 0))
+    table = pa.Table.from_pandas(grouped.iloc[order], preserve_index=False)
+    out: dict[str, dict[str, pa.Table]] = {}
+    for start, stop in zip(offsets[:-1], offsets[1:]):
+        name = window_name(sorted_windows[start] * window_seconds, window_seconds)
+        part = table.slice(start, stop - start)
+        labels = split[start:stop]
+        out[name] = {
+            s: part.filter(pa.array(labels == i)) for i, s in enumerate(("train", "valid", "test"))
+        }
+    return out

@@ -18,7 +18,9 @@ import nvtabular as nvt  # noqa: E402
 from merlin.io import Dataset  # noqa: E402
 from nvtabular import ops  # noqa: E402
 
-from .ops import GroupSequences, LIST_SUFFIX  # noqa: E402
+from merlin.schema import Tags  # noqa: E402
+
+from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences  # noqa: E402
 
 ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
 ITEM_LIST = ITEM_COL + LIST_SUFFIX
@@ -27,12 +29,48 @@ ITEM_LIST = ITEM_COL + LIST_SUFFIX
 PAD_ID, NULL_ID, OOV_ID, FIRST_ITEM_ID = 0, 1, 2, 3
 
 
-def build_workflow(categories_dir: Path, max_len: int | None, min_len: int = 1) -> nvt.Workflow:
-    items = [ITEM_COL] >> ops.Categorify(out_path=str(categories_dir)) >> ops.TagAsItemID()
-    grouped = (items + [KEY_COL, TIME_COL]) >> GroupSequences(
-        KEY_COL, TIME_COL, max_len=max_len, min_len=min_len
+def build_workflow(
+    categories_dir: Path,
+    max_len: int | None,
+    min_len: int = 1,
+    *,
+    key: str = KEY_COL,
+    freq_threshold: int = 0,
+    remove_repeats: bool = False,
+    max_session_len: int | None = None,
+    categorical: tuple[str, ...] = (),
+    continuous: tuple[str, ...] = (),
+    log_continuous: tuple[str, ...] = (),
+) -> nvt.Workflow:
+    """Categorify items (and categorical side columns), normalise continuous side columns (log
+    first for heavy-tailed ones such as price), then group into per-key sequences.
+
+    Items seen fewer than `freq_threshold` times map to the OOV id, like unseen ones.
+    """
+    out_path = str(categories_dir)
+    items = [ITEM_COL] >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
+    features = items + [key, TIME_COL]
+    if categorical:
+        features += list(categorical) >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold)
+    plain = [c for c in continuous if c not in log_continuous]
+    if plain:
+        features += plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
+    if log_continuous:
+        features += (
+            list(log_continuous) >> ops.FillMissing() >> ops.Clip(min_value=0) >> ops.LogOp()
+            >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
+        )
+    if remove_repeats:
+        features = features >> DropConsecutiveRepeats(key, TIME_COL, ITEM_COL)
+    grouped = features >> GroupSequences(
+        key, TIME_COL, max_len=max_len, min_len=min_len, max_session_len=max_session_len
     )
     return nvt.Workflow(grouped)
+
+
+def sequence_key(workflow: nvt.Workflow) -> str:
+    """The column the saved workflow groups by (user_id, session_id, ...)."""
+    return next(n.op for n in _nodes(workflow.output_node) if isinstance(n.op, GroupSequences)).key
 
 
 def as_dataset(frame: pd.DataFrame) -> Dataset:
@@ -51,7 +89,9 @@ def load_workflow(path: str | Path) -> nvt.Workflow:
 def item_vocabulary(workflow: nvt.Workflow) -> np.ndarray:
     """encoded id -> original item id (int64); the reserved ids map to -1."""
     categorify = next(
-        node.op for node in _nodes(workflow.output_node) if isinstance(node.op, ops.Categorify)
+        node.op
+        for node in _nodes(workflow.output_node)
+        if isinstance(node.op, ops.Categorify) and ITEM_COL in node.op.categories
     )
     uniques = pd.read_parquet(categorify.categories[ITEM_COL])[ITEM_COL]
     # The unique file's index is the encoded id; reserved ids have no row.
@@ -94,16 +134,17 @@ def encode_sessions(workflow: nvt.Workflow, sessions: list[np.ndarray]) -> list[
         return [np.zeros(0, dtype=np.int64) for _ in sessions]
     flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sessions])
     starts = np.repeat(np.cumsum(lengths) - lengths, lengths)
+    key = sequence_key(workflow)
     frame = pd.DataFrame(
         {
-            KEY_COL: np.repeat(np.arange(len(sessions)), lengths),
+            key: np.repeat(np.arange(len(sessions)), lengths),
             ITEM_COL: flat,
             TIME_COL: np.arange(len(flat)) - starts,  # request order is time order
         }
     )
     grouped = transform_frame(workflow, frame)
     out = [np.zeros(0, dtype=np.int64) for _ in sessions]
-    for key, items in zip(grouped[KEY_COL].to_numpy(), grouped[ITEM_LIST]):
+    for index, items in zip(grouped[key].to_numpy(), grouped[ITEM_LIST]):
         items = np.asarray(items, dtype=np.int64)
-        out[int(key)] = items[items >= FIRST_ITEM_ID]
+        out[int(index)] = items[items >= FIRST_ITEM_ID]
     return out

@@ -22,7 +22,7 @@ def cmd_preprocess(args) -> None:
     result = run_etl(cfg)
     print(
         f"rows in: {result.rows_in:,}  sequences: {result.sequences}  items: {result.num_items:,}  "
-        f"dropped (shorter than {cfg.min_len}): {result.dropped_short_sequences}  "
+        f"dropped sequences (length < {cfg.min_len} or > max_session_len): {result.dropped_sequences}  "
         f"{result.rows_per_second:,.0f} rows/s  -> {result.output_dir}"
     )
 

@@ -132,3 +132,65 @@ def test_failed_etl_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="disk full"):
         run_etl(ETLConfig(output_dir=str(tmp_path / "out")), interactions=frame)
     assert list(tmp_path.iterdir()) == []
+
+
+def synthetic_sessions(n=20_000, seed=0):
+    rng = np.random.default_rng(seed)
+    sess = rng.integers(0, 3000, n)
+    return pd.DataFrame({
+        "session_id": sess,
+        "item_id": rng.zipf(1.3, n) % 500,
+        "timestamp": sess * 60 + 1_396_000_000 + rng.integers(0, 600, n),
+        "category": rng.integers(0, 20, n),
+        "price": rng.exponential(50, n),
+    })
+
+
+@pytest.fixture(scope="module")
+def session_etl(tmp_path_factory):
+    frame = synthetic_sessions()
+    cfg = ETLConfig(output_dir=str(tmp_path_factory.mktemp("sessions") / "out"), key="session_id",
+                    split="time-window", min_len=2, max_len=20, remove_repeats=True,
+                    categorical=["category"], log_continuous=["price"], max_session_len=12)
+    return frame, cfg, run_etl(cfg, interactions=frame)
+
+
+def test_time_window_splits_keep_sessions_whole_and_ordered(session_etl):
+    frame, cfg, result = session_etl
+    assert len(result.windows) == 3
+    seen = set()
+    for window in result.windows:
+        parts = {s: pd.read_parquet(Path(cfg.output_dir) / window / f"{s}.parquet") for s in SPLITS}
+        for part in parts.values():
+            ids = set(part["session_id"])
+            assert not ids & seen  # a session lives in exactly one window and split
+            seen |= ids
+            day = pd.to_datetime(part["timestamp-first"], unit="s").dt.strftime("%Y-%m-%d")
+            assert (day == window).all()
+        # within a window the evaluated sessions start no earlier than the training ones
+        assert parts["train"]["timestamp-first"].max() <= parts["valid"]["timestamp-first"].min()
+        assert parts["valid"]["timestamp-first"].max() <= parts["test"]["timestamp-first"].min()
+        assert 0.05 < len(parts["test"]) / sum(len(p) for p in parts.values()) < 0.15
+
+
+def test_session_lists_repeats_lengths_and_side_features(session_etl):
+    frame, cfg, result = session_etl
+    window = result.windows[0]
+    train = pd.read_parquet(Path(cfg.output_dir) / window / "train.parquet")
+    vocab = item_vocabulary(load_workflow(Path(cfg.output_dir) / "workflow"))
+    raw = frame.reset_index().sort_values(["session_id", "timestamp", "index"], kind="stable")
+    for _, row in train.head(100).iterrows():
+        items = raw.loc[raw.session_id == row.session_id, "item_id"].to_numpy()
+        assert len(items) <= cfg.max_session_len
+        deduped = items[np.r_[True, items[1:] != items[:-1]]]  # consecutive repeats removed
+        np.testing.assert_array_equal(vocab[row["item_id-list"]], deduped[-cfg.max_len:])
+        assert len(row["category-list"]) == len(row["price-list"]) == row["seq_length"] >= cfg.min_len
+    assert abs(np.concatenate(train["price-list"].to_numpy()).mean()) < 0.3  # normalised
+    assert result.dropped_sequences > 0  # sessions longer than max_session_len or too short
+
+
+def test_frequency_threshold_maps_rare_items_to_oov(tmp_path, ml100k):
+    counts = ml100k["item_id"].value_counts()
+    run_etl(ETLConfig(output_dir=str(tmp_path / "o"), freq_threshold=5), interactions=ml100k)
+    vocab = item_vocabulary(load_workflow(tmp_path / "o" / "workflow"))
+    assert set(vocab[vocab >= 0]) == set(counts[counts >= 5].index)
