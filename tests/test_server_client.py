@@ -202,13 +202,14 @@ def test_stop_leaves_no_processes_or_shm(tmp_path):
     pid = srv.pid
     members = group_members(pid)
     assert any("triton_python_backend_stub" in " ".join(p.cmdline()) for p in members)
-    assert triton_shm() - before  # the python backend did create its segment
+    assert any(n.startswith(srv._shm_prefix) for n in triton_shm() - before)  # segments created
     srv.stop()
     assert not srv.is_ready()
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in members)
     assert group_members(pid) == []
-    assert triton_shm() - before == set()
+    # other servers (the session fixture's) may create segments meanwhile: count only this one's
+    assert {n for n in triton_shm() - before if n.startswith(srv._shm_prefix)} == set()
 
 
 @pytest.mark.slow
