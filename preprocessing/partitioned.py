@@ -1,0 +1,55 @@
+"""Data larger than memory: NVTabular's Dask path, partition by partition.
+
+The fit (Categorify statistics) streams over the partitions; before grouping, rows are shuffled
+by the sequence key so that every session sits in exactly one partition: grouping partition by
+partition would otherwise cut a session in two. The same code runs on a dask.distributed cluster
+(LocalCluster here, dask-cuda on GPUs): pass `client`, or create one beforehand.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import nvtabular as nvt
+from merlin.io import Dataset
+
+from .workflow import KEY_COL
+
+
+def read_partitioned(paths: Sequence[str | Path], part_size: str = "128MB") -> Dataset:
+    missing = [str(p) for p in paths if not Path(p).exists()]
+    if missing:
+        raise FileNotFoundError(f"input file(s) not found: {missing}")
+    return Dataset([str(p) for p in paths], engine="parquet", part_size=part_size, cpu=True)
+
+
+def group_partitioned(
+    workflow: nvt.Workflow,
+    paths: Sequence[str | Path],
+    output_dir: str | Path,
+    key: str = KEY_COL,
+    part_size: str = "128MB",
+    out_files_per_proc: int | None = None,
+) -> Path:
+    """Fit `workflow` on parquet `paths` and write its grouped output to `output_dir` (a folder
+    of parquet parts), never holding the whole input in memory. Written to a temporary folder
+    and moved into place when complete."""
+    final = Path(output_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        dataset = read_partitioned(paths, part_size)
+        workflow.fit(dataset)
+        shuffled = dataset.shuffle_by_keys([key])
+        workflow.transform(shuffled).to_parquet(
+            str(staging), out_files_per_proc=out_files_per_proc, write_hugectr_keyset=False
+        )
+        if final.exists():
+            shutil.rmtree(final)
+        staging.rename(final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
