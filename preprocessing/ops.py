@@ -166,3 +166,45 @@ class DropConsecutiveRepeats(Operator):
         # shift() compares with the previous row on pandas and cuDF alike
         repeat = (df[self.key] == df[self.key].shift(1)) & (df[self.item_col] == df[self.item_col].shift(1))
         return df[~repeat][col_selector.names].reset_index(drop=True)
+
+
+TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "day_index", "since_prev")
+
+
+class TimeFeatures(Operator):
+    """Per-interaction time features from epoch seconds, rows kept in their order:
+    hour-of-day and weekday on the unit circle (23h is next to 0h), the day index, and the seconds
+    since the previous interaction of the same key (0 for the first one)."""
+
+    def __init__(self, key: str, time_col: str):
+        super().__init__()
+        self.key, self.time_col = key, time_col
+
+    def transform(self, col_selector: ColumnSelector, df):
+        _require(col_selector, [self.key, self.time_col])
+        seconds = df[self.time_col].to_numpy().astype(np.int64)
+        keys = df[self.key].to_numpy()
+        hour = (seconds % 86400) / 3600.0
+        weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+        order = np.lexsort((seconds, keys))  # stable: ties keep arrival order
+        gap = np.zeros(len(seconds), dtype=np.float32)
+        same = keys[order][1:] == keys[order][:-1]
+        gap[order[1:]] = np.where(same, np.diff(seconds[order]), 0)
+        out = {
+            "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
+            "weekday_sin": np.sin(2 * np.pi * weekday / 7), "weekday_cos": np.cos(2 * np.pi * weekday / 7),
+            "day_index": (seconds // 86400).astype(np.int64), "since_prev": gap,
+        }
+        columns = {f"{self.time_col}-{n}": v.astype(np.float32) if n != "day_index" else v
+                   for n, v in out.items()}
+        return type(df)(columns, index=df.index)  # same rows, same index: merlin aligns on it
+
+    def column_mapping(self, col_selector):
+        return {f"{self.time_col}-{n}": [self.time_col] for n in TIME_FEATURES}
+
+    def _compute_dtype(self, col_schema, input_schema):
+        dtype = np.int64 if col_schema.name.endswith("day_index") else np.float32
+        return col_schema.with_dtype(dtype)
+
+    def _compute_tags(self, col_schema, input_schema):
+        return col_schema.with_tags([Tags.CONTINUOUS, Tags.TIME])

@@ -45,6 +45,7 @@ class ETLConfig:
     categorical: list[str] = field(default_factory=list)  # side columns, as lists per sequence
     continuous: list[str] = field(default_factory=list)
     log_continuous: list[str] = field(default_factory=list)  # log then normalise (e.g. price)
+    time_features: bool = False  # hour/weekday sin-cos, day index, seconds since previous
 
     def __post_init__(self):
         if self.split not in ("leave-last-out", "time-window"):
@@ -89,6 +90,7 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
             categorical=tuple(config.categorical),
             continuous=tuple(config.continuous + config.log_continuous),
             log_continuous=tuple(config.log_continuous),
+            time_features=config.time_features,
         )
         workflow.fit(as_dataset(frame))
         grouped = transform_frame(workflow, frame)

@@ -20,7 +20,7 @@ from nvtabular import ops  # noqa: E402
 
 from merlin.schema import Tags  # noqa: E402
 
-from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences  # noqa: E402
+from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, TimeFeatures  # noqa: E402
 
 ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
 ITEM_LIST = ITEM_COL + LIST_SUFFIX
@@ -41,6 +41,7 @@ def build_workflow(
     categorical: tuple[str, ...] = (),
     continuous: tuple[str, ...] = (),
     log_continuous: tuple[str, ...] = (),
+    time_features: bool = False,
 ) -> nvt.Workflow:
     """Categorify items (and categorical side columns), normalise continuous side columns (log
     first for heavy-tailed ones such as price), then group into per-key sequences.
@@ -60,6 +61,8 @@ def build_workflow(
             list(log_continuous) >> ops.FillMissing() >> ops.Clip(min_value=0) >> ops.LogOp()
             >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
         )
+    if time_features:  # before repeat removal: the gap is to the previous raw interaction
+        features += [key, TIME_COL] >> TimeFeatures(key, TIME_COL)
     if remove_repeats:
         features = features >> DropConsecutiveRepeats(key, TIME_COL, ITEM_COL)
     grouped = features >> GroupSequences(

@@ -194,3 +194,24 @@ def test_frequency_threshold_maps_rare_items_to_oov(tmp_path, ml100k):
     run_etl(ETLConfig(output_dir=str(tmp_path / "o"), freq_threshold=5), interactions=ml100k)
     vocab = item_vocabulary(load_workflow(tmp_path / "o" / "workflow"))
     assert set(vocab[vocab >= 0]) == set(counts[counts >= 5].index)
+
+
+def test_time_features_follow_each_sessions_order(tmp_path):
+    # 2024-01-01 was a Monday; session 7's rows arrive out of order on purpose
+    monday = 1_704_067_200
+    frame = pd.DataFrame({
+        "session_id": [7, 7, 8, 7, 8],
+        "item_id": [1, 2, 3, 4, 5],
+        "timestamp": [monday + 3600 * 6 + 30, monday + 3600 * 6, monday + 86400 * 2, monday + 3600 * 18, monday + 86400 * 2 + 5],
+    })
+    cfg = ETLConfig(output_dir=str(tmp_path / "o"), key="session_id", split="time-window",
+                    min_len=1, time_features=True, valid_fraction=0, test_fraction=0)
+    result = run_etl(cfg, interactions=frame)
+    rows = pd.concat(pd.read_parquet(tmp_path / "o" / w / "train.parquet") for w in result.windows)
+    s7 = rows.set_index("session_id").loc[7]
+    np.testing.assert_allclose(s7["timestamp-since_prev-list"], [0, 30, 3600 * 12 - 30])
+    np.testing.assert_allclose(s7["timestamp-hour_sin-list"], np.sin(2 * np.pi * np.array([6, 6 + 30 / 3600, 18]) / 24), atol=1e-5)
+    np.testing.assert_allclose(s7["timestamp-weekday_sin-list"], 0, atol=1e-6)  # Monday = 0
+    s8 = rows.set_index("session_id").loc[8]
+    np.testing.assert_allclose(s8["timestamp-weekday_sin-list"], np.sin(2 * np.pi * 2 / 7), atol=1e-6)
+    assert list(s8["timestamp-day_index-list"]) == [monday // 86400 + 2] * 2
