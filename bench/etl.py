@@ -45,12 +45,12 @@ def make_log(rows: int, path: Path, seed: int = 0) -> None:
 
 
 def _ours(src: Path, out: Path, queue) -> None:
-    from seqrec.preprocessing.workflow import as_dataset, build_workflow, transform_frame
+    from seqrec.preprocessing.workflow import build_workflow, fit_workflow, transform_frame
 
     t0 = time.perf_counter()
     frame = pd.read_parquet(src)
     workflow = build_workflow(out / "categories", max_len=20, key="session_id", categorical=("category",))
-    workflow.fit(as_dataset(frame))
+    fit_workflow(workflow, frame)
     grouped = transform_frame(workflow, frame)
     grouped.to_parquet(out / "sessions.parquet", index=False)
     seconds = time.perf_counter() - t0

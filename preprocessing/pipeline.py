@@ -18,8 +18,8 @@ from .splits import leave_last_out, time_window_splits
 from .workflow import (
     ITEM_LIST,
     TIME_COL,
-    as_dataset,
     build_workflow,
+    fit_workflow,
     item_vocabulary,
     transform_frame,
 )
@@ -92,7 +92,7 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
             log_continuous=tuple(config.log_continuous),
             time_features=config.time_features,
         )
-        workflow.fit(as_dataset(frame))
+        fit_workflow(workflow, frame)
         grouped = transform_frame(workflow, frame)
         keep = grouped[LENGTH_COLUMN] >= config.min_len
         if config.max_session_len is not None:

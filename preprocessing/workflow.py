@@ -76,8 +76,16 @@ def sequence_key(workflow: nvt.Workflow) -> str:
     return next(n.op for n in _nodes(workflow.output_node) if isinstance(n.op, GroupSequences)).key
 
 
-def as_dataset(frame: pd.DataFrame) -> Dataset:
-    return Dataset(frame, cpu=True)
+def as_dataset(frame: pd.DataFrame, npartitions: int = 1) -> Dataset:
+    return Dataset(frame, cpu=True, npartitions=npartitions)
+
+
+def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame, rows_per_partition: int = 250_000):
+    """Fit on an in-memory frame. After the statistics, NVTabular transforms the FIRST partition
+    once to learn output dtypes: small partitions keep that from costing a full transform. (The
+    statistics do not care how rows are partitioned; only grouping does, and it is not run here.)"""
+    workflow.fit(as_dataset(frame, npartitions=max(1, len(frame) // rows_per_partition)))
+    return workflow
 
 
 def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
