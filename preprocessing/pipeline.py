@@ -12,10 +12,14 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from tqdm.auto import tqdm
+
 from .datasets import read_movielens_100k
+from .interactions import validate_interactions
 from .ops import LENGTH_COLUMN
 from .splits import leave_last_out, time_window_splits
 from .workflow import (
+    ITEM_COL,
     ITEM_LIST,
     TIME_COL,
     build_workflow,
@@ -61,6 +65,8 @@ class ETLResult:
     num_items: int = 0
     seconds: float = 0.0
     dropped_sequences: int = 0  # shorter than min_len or longer than max_session_len
+    dropped_reasons: dict[str, int] = field(default_factory=dict)
+    sequences_in: int = 0  # distinct keys after grouping, before the length filters
 
     @property
     def rows_per_second(self) -> float:
@@ -73,10 +79,17 @@ def read_interactions(config: ETLConfig) -> pd.DataFrame:
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")
 
 
-def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLResult:
+def run_etl(
+    config: ETLConfig, interactions: pd.DataFrame | None = None, progress: bool = True
+) -> ETLResult:
     """Fit the workflow, write the splits; the output folder appears only when complete."""
     started = time.perf_counter()
+    stages = tqdm(total=3, desc="preprocess", unit="stage", disable=not progress)
+    stages.set_postfix_str("read")
     frame = read_interactions(config) if interactions is None else interactions
+    frame = validate_interactions(
+        frame, source=f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
+    )
     final = Path(config.output_dir)
     final.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
@@ -92,16 +105,23 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
             log_continuous=tuple(config.log_continuous),
             time_features=config.time_features,
         )
+        stages.set_postfix_str("fit")
         fit_workflow(workflow, frame)
+        stages.update()
+        stages.set_postfix_str("transform")
         grouped = transform_frame(workflow, frame)
-        keep = grouped[LENGTH_COLUMN] >= config.min_len
-        if config.max_session_len is not None:
-            # the (untruncated) span of each session is known from its full length
-            keep &= _full_lengths(frame, grouped, config.key) <= config.max_session_len
-        dropped = int((~keep).sum())
-        grouped = grouped[keep].reset_index(drop=True)
+        stages.update()
+        short = grouped[LENGTH_COLUMN] < config.min_len
+        long = np.zeros(len(grouped), dtype=bool)
+        if config.max_session_len is not None:  # raw interactions, before truncation
+            long = _full_lengths(frame, grouped, config.key) > config.max_session_len
+        reasons = {f"shorter than min_len={config.min_len}": int(short.sum()),
+                   f"longer than max_session_len={config.max_session_len}": int((long & ~short).sum())}
+        grouped = grouped[~(short | long)].reset_index(drop=True)
+        stages.set_postfix_str("split + write")
         sequences, windows = _write_splits(grouped, config, staging)
         workflow.save(str(staging / WORKFLOW_DIR))
+        stages.update()
         shutil.rmtree(staging / "categories")  # the saved workflow carries its own copy
         result = ETLResult(
             output_dir=str(final),
@@ -109,7 +129,9 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
             sequences=sequences,
             windows=windows,
             num_items=int((item_vocabulary(workflow) >= 0).sum()),
-            dropped_sequences=dropped,
+            dropped_sequences=sum(reasons.values()),
+            dropped_reasons=reasons,
+            sequences_in=len(grouped) + sum(reasons.values()),
         )
         result.seconds = time.perf_counter() - started
         (staging / "etl_summary.json").write_text(
@@ -121,6 +143,8 @@ def run_etl(config: ETLConfig, interactions: pd.DataFrame | None = None) -> ETLR
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    finally:
+        stages.close()
     return result
 
 

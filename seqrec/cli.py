@@ -20,11 +20,14 @@ def cmd_preprocess(args) -> None:
 
     cfg = build(ETLConfig, _recipe(args).get("etl"), output_dir=args.output_dir, max_len=args.max_len)
     result = run_etl(cfg)
-    print(
-        f"rows in: {result.rows_in:,}  sequences: {result.sequences}  items: {result.num_items:,}  "
-        f"dropped sequences (length < {cfg.min_len} or > max_session_len): {result.dropped_sequences}  "
-        f"{result.rows_per_second:,.0f} rows/s  -> {result.output_dir}"
-    )
+    print(f"rows in        {result.rows_in:,} ({result.rows_per_second:,.0f} rows/s, {result.seconds:.1f} s)")
+    print(f"sequences in   {result.sequences_in:,} distinct {cfg.key}")
+    for reason, count in result.dropped_reasons.items():
+        print(f"dropped        {count:,} sequences {reason}")
+    print(f"sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
+          + (f" over {len(result.windows)} windows" if result.windows else ""))
+    print(f"items          {result.num_items:,}")
+    print(f"output         {result.output_dir}")
 
 
 def cmd_train(args) -> None:

@@ -215,3 +215,18 @@ def test_time_features_follow_each_sessions_order(tmp_path):
     s8 = rows.set_index("session_id").loc[8]
     np.testing.assert_allclose(s8["timestamp-weekday_sin-list"], np.sin(2 * np.pi * 2 / 7), atol=1e-6)
     assert list(s8["timestamp-day_index-list"]) == [monday // 86400 + 2] * 2
+
+
+def test_etl_names_a_missing_key_column_and_writes_nothing(tmp_path):
+    frame = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
+    with pytest.raises(InteractionError, match=r"missing column\(s\) \['session_id'\]"):
+        run_etl(ETLConfig(output_dir=str(tmp_path / "out"), key="session_id"), interactions=frame)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_summary_counts_dropped_sequences_by_reason(session_etl):
+    frame, cfg, result = session_etl
+    assert result.sequences_in == frame["session_id"].nunique()
+    assert sum(result.sequences.values()) + result.dropped_sequences == result.sequences_in
+    lengths = frame["session_id"].value_counts()
+    assert result.dropped_reasons["longer than max_session_len=12"] == int((lengths > 12).sum())
