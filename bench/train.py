@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -69,6 +70,7 @@ def run_case(case: dict, steps: int, threads: int, items: int, seq: int, batch: 
         times.append(time.perf_counter() - t0)
     ms = 1000 * float(np.median(times))
     return {**case, "ms_per_step": round(ms, 1), "ms_per_step_mean": round(1000 * float(np.mean(times)), 1),
+            "ms_per_step_min": round(1000 * float(np.min(times)), 1),
             "sequences_per_s": round(batch / (ms / 1000), 0),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "steps": steps, "threads": threads, "batch": batch, "seq_len": seq, "items": items,
@@ -97,14 +99,15 @@ def main() -> None:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         r = results[-1]
-        print(f"{r['name']:15s} {r['ms_per_step']:9.1f} ms/step {r['sequences_per_s']:9.0f} seq/s "
+        print(f"{r['name']:15s} {r['ms_per_step']:9.1f} ms/step (min {r['ms_per_step_min']:7.1f}) "
+              f"{r['sequences_per_s']:9.0f} seq/s "
               f"{r['peak_rss_mb']:7.0f} MB peak RSS", flush=True)
     xl = next(r for r in results if r["name"] == "xlnet-mlm")
     print(f"\nxlnet-mlm: {xl['ms_per_step']} ms/step (target <= {TARGET_MS:.0f}; Transformers4Rec 23.12: "
           f"{T4R_MS:.0f}) -> {'OK' if xl['ms_per_step'] <= TARGET_MS else 'MISSED'}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps({
-        "machine": {"cpu_threads": args.threads, "python": platform.python_version(),
+        "machine": {"cpu_threads": args.threads, "load_average_1min": round(os.getloadavg()[0], 2), "python": platform.python_version(),
                     "processor": platform.processor() or platform.machine()},
         "target_ms_xlnet_mlm": TARGET_MS, "transformers4rec_23_12_ms": T4R_MS, "results": results,
     }, indent=2))

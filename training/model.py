@@ -16,6 +16,8 @@ from .tasks import TASKS, resolve_attention
 from .tasks.base import MASK_ID
 from .tasks.rtd import GENERATORS
 
+LOSSES = ("full", "sampled")
+
 
 @dataclass
 class ModelConfig:
@@ -33,6 +35,8 @@ class ModelConfig:
     rtd_lambda: float = 50.0  # RTD: weight of the discriminator loss (ELECTRA's value)
     rtd_generator: str = "tied"  # RTD: "tied" (the main backbone) or "separate" (a smaller one)
     rtd_generator_layers: int = 1  # RTD: layers of a separate generator
+    loss: str = "full"  # "full" softmax, or "sampled" (in-batch + popularity negatives, logQ)
+    n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
     attention_window: int = 32  # Longformer: sliding window (even; capped by max_len)
     pretrained: str | None = None  # a local HF folder for from_pretrained (never downloaded here)
     hf_overrides: dict = field(default_factory=dict)  # extra HF config attributes
@@ -43,6 +47,8 @@ class ModelConfig:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
         if self.rtd_generator not in GENERATORS:
             raise ValueError(f"rtd_generator {self.rtd_generator!r}: choose from {GENERATORS}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: choose from {LOSSES}")
         if not 0 < self.mask_prob < 1 or not 0 < self.plm_probability < 1:
             raise ValueError("mask_prob and plm_probability must lie in (0, 1)")
 
@@ -73,6 +79,16 @@ class SequenceRecommender(nn.Module):
         self.backbone = build_backbone(cfg)
         self.output_bias = nn.Parameter(torch.zeros(cfg.num_items))
         self.task_modules = nn.ModuleDict(self.task.build_modules(self))
+        if cfg.loss == "sampled":
+            # Sampling distribution of the negatives (item popularity); set by set_item_counts.
+            self.register_buffer("item_probs", torch.ones(cfg.num_items))
+            self.item_probs[:FIRST_ITEM_ID] = 0
+
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training frequencies -> the negative-sampling distribution (add-one smoothed)."""
+        probs = counts.float().to(self.item_probs.device) + 1.0
+        probs[:FIRST_ITEM_ID] = 0
+        self.item_probs.copy_(probs / probs.sum())
 
     def embed(self, items: torch.Tensor) -> torch.Tensor:
         emb = self.item_embedding(items.clamp(min=0))
@@ -95,8 +111,27 @@ class SequenceRecommender(nn.Module):
         return scores
 
     def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Full-softmax cross-entropy of [N, d] hidden states against [N] target items."""
+        """Cross-entropy of [N, d] hidden states against [N] target items: full softmax, or
+        (cfg.loss == "sampled", training only) a sampled softmax for huge catalogues."""
+        if self.cfg.loss == "sampled" and self.training:
+            return self.sampled_item_loss(hidden, targets)
         return F.cross_entropy(self.logits(hidden), targets)
+
+    def sampled_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mixed negatives: the other rows' targets (in-batch, drawn ~ popularity) plus
+        n_negatives drawn from item popularity. Subtracting log Q (the sampling probability)
+        makes the sampled softmax an unbiased stand-in for the full one, which would otherwise
+        over-punish popular items."""
+        negatives = torch.multinomial(self.item_probs, self.cfg.n_negatives, replacement=True)
+        candidates = torch.cat([targets, negatives])
+        weights = self.item_embedding.weight[candidates]
+        logits = hidden @ weights.T + self.output_bias[candidates]
+        logits = logits - torch.log(self.item_probs[candidates])
+        # A candidate equal to the row's target (other than its own slot) is not a negative.
+        own = torch.arange(len(targets), device=targets.device)
+        hits = candidates[None, :] == targets[:, None]
+        hits[own, own] = False
+        return F.cross_entropy(logits.masked_fill(hits, float("-inf")), own)
 
     def loss(self, items: torch.Tensor) -> torch.Tensor:
         return self.task.loss(self, items)

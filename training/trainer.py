@@ -99,6 +99,9 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     max_len = int(max(len(x) for x in test_lists))
     model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **cfg.model)
     model = SequenceRecommender(model_cfg)
+    if model_cfg.loss == "sampled":
+        model.set_item_counts(torch.bincount(torch.from_numpy(np.concatenate(train_lists)),
+                                             minlength=num_items))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     # Training examples are (row, end) pairs into one padded matrix (see Task.training_units).
