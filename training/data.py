@@ -25,8 +25,21 @@ def pad_right(lists: Sequence[np.ndarray], max_len: int | None = None) -> torch.
     return torch.from_numpy(out)
 
 
-def split_history_target(lists: Sequence[np.ndarray]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Eval rows hold history + target: the target is the last element."""
-    histories = [np.asarray(x[:-1]) for x in lists]
-    targets = np.fromiter((x[-1] for x in lists), dtype=np.int64, count=len(lists))
+def split_history_target(lists: Sequence[np.ndarray], positions: np.ndarray | None = None
+                         ) -> tuple[list[np.ndarray], np.ndarray]:
+    """Eval rows -> (histories, targets). The target is the last element, or row[positions[i]];
+    the history is everything BEFORE the target and nothing else (what the model may see)."""
+    if positions is None:
+        positions = np.fromiter((len(x) - 1 for x in lists), dtype=np.int64, count=len(lists))
+    histories = [np.asarray(x[:p]) for x, p in zip(lists, positions)]
+    targets = np.fromiter((x[p] for x, p in zip(lists, positions)), dtype=np.int64, count=len(lists))
     return histories, targets
+
+
+def gather_units(matrix: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
+    """Training examples matrix[row, :end] as one right-padded batch, trimmed to its longest row.
+    Prefixes are index pairs into one padded matrix: nothing is copied per prefix beforehand."""
+    width = int(ends.max())
+    batch = matrix[rows, :width]
+    keep = torch.arange(width)[None] < ends[:, None]
+    return batch.masked_fill(~keep, PAD_ID)

@@ -1,70 +1,140 @@
-"""Item-sequence transformer: item embeddings -> Hugging Face backbone -> head tied to the items."""
+"""Item-sequence transformer: item embeddings -> Hugging Face backbone -> head tied to the items.
+The task (CLM, CLM-last, MLM, PLM, RTD) decides the attention, the loss and how inference reads
+the next-item position."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 import torch
+import torch.nn.functional as F
 from torch import nn
-from transformers import GPT2Config, GPT2Model
 
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
 
-BACKBONES = ("gpt2",)
+from .backbones import BACKBONES, build_backbone, run_backbone
+from .tasks import TASKS, resolve_attention
+from .tasks.base import MASK_ID
+from .tasks.rtd import GENERATORS
+
+LOSSES = ("full", "sampled")
 
 
 @dataclass
 class ModelConfig:
     num_items: int  # size of the encoded id space, reserved ids (pad/null/oov) included
     max_len: int = 200  # positions the backbone knows; histories keep their last max_len items
-    backbone: str = "gpt2"
+    backbone: str = "gpt2"  # see backbones.BACKBONES
+    task: str = "clm"  # clm | clm-last | mlm | plm | rtd (see tasks.TASKS)
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
+    mask_prob: float = 0.2  # MLM / RTD: share of positions masked
+    plm_probability: float = 1 / 6  # PLM: share of positions that are targets
+    plm_max_span: int = 5  # PLM: longest target span
+    rtd_lambda: float = 50.0  # RTD: weight of the discriminator loss (ELECTRA's value)
+    rtd_generator: str = "tied"  # RTD: "tied" (the main backbone) or "separate" (a smaller one)
+    rtd_generator_layers: int = 1  # RTD: layers of a separate generator
+    loss: str = "full"  # "full" softmax, or "sampled" (in-batch + popularity negatives, logQ)
+    n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
+    attention_window: int = 32  # Longformer: sliding window (even; capped by max_len)
+    pretrained: str | None = None  # a local HF folder for from_pretrained (never downloaded here)
+    hf_overrides: dict = field(default_factory=dict)  # extra HF config attributes
 
     def __post_init__(self):
-        if self.backbone not in BACKBONES:
-            raise ValueError(f"backbone {self.backbone!r} is not available; choose from {BACKBONES}")
+        self.attention = resolve_attention(self.backbone, self.task)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.rtd_generator not in GENERATORS:
+            raise ValueError(f"rtd_generator {self.rtd_generator!r}: choose from {GENERATORS}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r}: choose from {LOSSES}")
+        if not 0 < self.mask_prob < 1 or not 0 < self.plm_probability < 1:
+            raise ValueError("mask_prob and plm_probability must lie in (0, 1)")
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-def _backbone(cfg: ModelConfig) -> nn.Module:
-    hf = GPT2Config(
-        vocab_size=1,  # unused: seqrec feeds inputs_embeds and owns the item embeddings
-        n_positions=cfg.max_len,
-        n_embd=cfg.d_model,
-        n_layer=cfg.n_layers,
-        n_head=cfg.n_heads,
-        resid_pdrop=cfg.dropout,
-        embd_pdrop=cfg.dropout,
-        attn_pdrop=cfg.dropout,
-    )
-    return GPT2Model(hf)
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Fail early (before any data is read) on unknown options or an invalid pair."""
+        known = {f.name for f in fields(cls)} - {"num_items"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"model: unknown option(s) {unknown}; valid: {sorted(known)}")
+        cls(num_items=FIRST_ITEM_ID + 1, **options)
 
 
 class SequenceRecommender(nn.Module):
-    """Scores every item as the next one after each position of a right-padded id batch."""
+    """Scores every item as the next one; right-padded encoded id batches in."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
+        self.task = TASKS[cfg.task](cfg)
         self.item_embedding = nn.Embedding(cfg.num_items, cfg.d_model, padding_idx=PAD_ID)
         nn.init.normal_(self.item_embedding.weight, std=0.02)
-        self.backbone = _backbone(cfg)
+        # The mask is a learnable input vector, not an item id: it can never be recommended.
+        self.mask_embedding = nn.Parameter(torch.randn(cfg.d_model) * 0.02) if self.task.uses_mask_token else None
+        self.backbone = build_backbone(cfg)
         self.output_bias = nn.Parameter(torch.zeros(cfg.num_items))
+        self.task_modules = nn.ModuleDict(self.task.build_modules(self))
+        if cfg.loss == "sampled":
+            # Sampling distribution of the negatives (item popularity); set by set_item_counts.
+            self.register_buffer("item_probs", torch.ones(cfg.num_items))
+            self.item_probs[:FIRST_ITEM_ID] = 0
 
-    def hidden_states(self, items: torch.Tensor) -> torch.Tensor:
-        """items: [B, T] encoded ids, right-padded with PAD_ID -> [B, T, d_model]."""
+    def set_item_counts(self, counts: torch.Tensor) -> None:
+        """Training frequencies -> the negative-sampling distribution (add-one smoothed)."""
+        probs = counts.float().to(self.item_probs.device) + 1.0
+        probs[:FIRST_ITEM_ID] = 0
+        self.item_probs.copy_(probs / probs.sum())
+
+    def embed(self, items: torch.Tensor) -> torch.Tensor:
+        emb = self.item_embedding(items.clamp(min=0))
+        if self.mask_embedding is not None:
+            emb = torch.where((items == MASK_ID)[..., None], self.mask_embedding.to(emb.dtype), emb)
+        return emb
+
+    def hidden_states(self, items: torch.Tensor, perm_mask=None, target_mapping=None,
+                      backbone: nn.Module | None = None) -> torch.Tensor:
+        """items: [B, T] encoded ids (MASK_ID = mask), right-padded with PAD_ID -> [B, T, d]
+        (or [B, P, d] for XLNet's query stream with a target_mapping)."""
         mask = (items != PAD_ID).long()
-        out = self.backbone(inputs_embeds=self.item_embedding(items), attention_mask=mask)
-        return out.last_hidden_state
+        return run_backbone(backbone if backbone is not None else self.backbone, self.embed(items),
+                            mask, self.cfg.attention, perm_mask, target_mapping)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores over the whole id space; reserved ids can never be recommended."""
         scores = hidden @ self.item_embedding.weight.T + self.output_bias
         scores[..., :FIRST_ITEM_ID] = float("-inf")
         return scores
+
+    def item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy of [N, d] hidden states against [N] target items: full softmax, or
+        (cfg.loss == "sampled", training only) a sampled softmax for huge catalogues."""
+        if self.cfg.loss == "sampled" and self.training:
+            return self.sampled_item_loss(hidden, targets)
+        return F.cross_entropy(self.logits(hidden), targets)
+
+    def sampled_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mixed negatives: the other rows' targets (in-batch, drawn ~ popularity) plus
+        n_negatives drawn from item popularity. Subtracting log Q (the sampling probability)
+        makes the sampled softmax an unbiased stand-in for the full one, which would otherwise
+        over-punish popular items."""
+        negatives = torch.multinomial(self.item_probs, self.cfg.n_negatives, replacement=True)
+        candidates = torch.cat([targets, negatives])
+        weights = self.item_embedding.weight[candidates]
+        logits = hidden @ weights.T + self.output_bias[candidates]
+        logits = logits - torch.log(self.item_probs[candidates])
+        # A candidate equal to the row's target (other than its own slot) is not a negative.
+        own = torch.arange(len(targets), device=targets.device)
+        hits = candidates[None, :] == targets[:, None]
+        hits[own, own] = False
+        return F.cross_entropy(logits.masked_fill(hits, float("-inf")), own)
+
+    def loss(self, items: torch.Tensor) -> torch.Tensor:
+        return self.task.loss(self, items)
+
+
+__all__ = ["ModelConfig", "SequenceRecommender", "BACKBONES", "TASKS", "MASK_ID"]

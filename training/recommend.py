@@ -7,26 +7,35 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from seqrec.preprocessing.workflow import PAD_ID
+
 from .data import pad_right
-from .model import SequenceRecommender
+from .model import MASK_ID, SequenceRecommender
 
 
 @torch.no_grad()
 def score_histories(model: SequenceRecommender, histories: Sequence[np.ndarray]) -> torch.Tensor:
     """Next-item scores [B, num_items] given only each history (encoded ids, oldest first).
 
-    Histories keep their last max_len items; the score is read at the last real position, and a
-    causal backbone never looks past it, so nothing after the history can leak in.
+    Causal / CLM-last models read the last history position. Models trained with a mask (MLM,
+    PLM, RTD) get the mask appended after the history (keeping its last max_len - 1 items) and
+    are read there. Either way the input holds the history and nothing else, so nothing after it
+    can leak in, and padding never changes a row's scores.
     """
     if any(len(h) == 0 for h in histories):
         raise ValueError("every history needs at least one item")
     model.eval()
     device = next(model.parameters()).device
-    items = pad_right(histories, model.cfg.max_len).to(device)
-    lengths = (items != 0).sum(dim=1)
-    hidden = model.hidden_states(items)
-    last = hidden[torch.arange(len(items), device=device), lengths - 1]
-    return model.logits(last)
+    with_mask = model.task.uses_mask_token
+    items = pad_right(histories, model.cfg.max_len - int(with_mask)).to(device)
+    lengths = (items != PAD_ID).sum(dim=1)
+    if with_mask:
+        items = torch.cat([items, torch.full_like(items[:, :1], PAD_ID)], dim=1)
+        items[torch.arange(len(items), device=device), lengths] = MASK_ID
+        positions = lengths
+    else:
+        positions = lengths - 1
+    return model.logits(model.task.inference_hidden(model, items, positions))
 
 
 @torch.no_grad()

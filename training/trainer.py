@@ -1,5 +1,5 @@
-"""Training with causal LM loss (every position predicts the next item), early stopping on
-validation NDCG@10, and a checkpoint of the best epoch."""
+"""Training with the model's task (CLM by default), early stopping on validation NDCG@10, and a
+checkpoint of the best epoch."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from seqrec.preprocessing.ops import LIST_SUFFIX
@@ -18,8 +17,8 @@ from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary, load_workflow
 
 from .checkpoint import save_checkpoint
-from .data import pad_right, split_history_target
-from .metrics import CUTOFFS, popularity_top, ranking_metrics
+from .data import gather_units, pad_right, split_history_target
+from .metrics import CUTOFFS, popularity_counts, popularity_top, popularity_top_unseen, ranking_metrics
 from .model import ModelConfig, SequenceRecommender
 from .recommend import recommend
 
@@ -35,7 +34,13 @@ class TrainConfig:
     patience: int = 5
     seed: int = 42
     eval_batch_size: int = 256
-    model: dict = field(default_factory=dict)  # ModelConfig overrides (d_model, n_layers, ...)
+    steps_per_epoch: int | None = None  # cap (CLM-last's prefix breakdown makes long epochs)
+    eval_exclude_seen: bool = False  # evaluation never recommends items already in the history
+    model: dict = field(default_factory=dict)  # ModelConfig options (backbone, task, d_model, ...)
+
+    def __post_init__(self):
+        # An invalid backbone x task pair or option fails here, before any data is read.
+        ModelConfig.check_options(self.model)
 
 
 @dataclass
@@ -51,28 +56,31 @@ class TrainResult:
     seconds: float
 
 
-def evaluate(model: SequenceRecommender, lists, batch_size: int = 256) -> dict[str, float]:
-    """Metrics for the last item of each list given everything before it, via recommend()."""
+def evaluate(model: SequenceRecommender, lists, batch_size: int = 256,
+             exclude_seen: bool = False) -> dict[str, float]:
+    """Metrics for the last item of each list given everything before it, via recommend() over
+    the full catalogue (the model never receives the target)."""
     histories, targets = split_history_target(lists)
     tops = [
-        recommend(model, histories[i : i + batch_size], k=max(CUTOFFS))[0]
+        recommend(model, histories[i : i + batch_size], k=max(CUTOFFS), exclude_seen=exclude_seen)[0]
         for i in range(0, len(histories), batch_size)
     ]
     return ranking_metrics(np.concatenate(tops), targets)
 
 
-def evaluate_popularity(train_lists, eval_lists, num_items: int) -> dict[str, float]:
-    _, targets = split_history_target(eval_lists)
+def evaluate_popularity(train_lists, eval_lists, num_items: int,
+                        exclude_seen: bool = False) -> dict[str, float]:
+    histories, targets = split_history_target(eval_lists)
+    if exclude_seen:
+        counts = popularity_counts(train_lists, num_items, FIRST_ITEM_ID)
+        return ranking_metrics(popularity_top_unseen(counts, histories, max(CUTOFFS)), targets)
     top = popularity_top(train_lists, num_items, FIRST_ITEM_ID, max(CUTOFFS))
     return ranking_metrics(np.broadcast_to(top, (len(targets), len(top))), targets)
 
 
 def clm_loss(model: SequenceRecommender, batch: torch.Tensor) -> torch.Tensor:
-    """Every position predicts the item after it; padded targets are ignored."""
-    inputs, targets = batch[:, :-1], batch[:, 1:]
-    logits = model.logits(model.hidden_states(inputs))
-    targets = targets.masked_fill(targets == PAD_ID, -100)
-    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    """The model's task loss for a right-padded batch (kept under its old name)."""
+    return model.loss(batch)
 
 
 def _lists(frame: pd.DataFrame) -> list[np.ndarray]:
@@ -91,29 +99,36 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     max_len = int(max(len(x) for x in test_lists))
     model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **cfg.model)
     model = SequenceRecommender(model_cfg)
+    if model_cfg.loss == "sampled":
+        model.set_item_counts(torch.bincount(torch.from_numpy(np.concatenate(train_lists)),
+                                             minlength=num_items))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
-    # Sequences shorter than 2 give no (input, next item) pair.
-    train_batch = pad_right([x for x in train_lists if len(x) >= 2], max_len)
+    # Training examples are (row, end) pairs into one padded matrix (see Task.training_units).
+    train_matrix = pad_right(train_lists, max_len)
+    unit_rows, unit_ends = (torch.from_numpy(a) for a in
+                            model.task.training_units((train_matrix != PAD_ID).sum(1).numpy()))
     generator = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
     out = Path(cfg.output_dir)
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
         model.train()
-        order = torch.randperm(len(train_batch), generator=generator)
+        order = torch.randperm(len(unit_rows), generator=generator)
+        if cfg.steps_per_epoch:
+            order = order[: cfg.steps_per_epoch * cfg.batch_size]
         total, steps = 0.0, 0
         for i in range(0, len(order), cfg.batch_size):
-            batch = train_batch[order[i : i + cfg.batch_size]]
-            batch = batch[:, : int((batch != PAD_ID).sum(1).max())]  # trim shared padding
-            loss = clm_loss(model, batch)
+            pick = order[i : i + cfg.batch_size]
+            batch = gather_units(train_matrix, unit_rows[pick], unit_ends[pick])
+            loss = model.loss(batch)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             total, steps = total + loss.item(), steps + 1
         losses.append(total / steps)
-        valid = evaluate(model, valid_lists, cfg.eval_batch_size)
+        valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
         if valid["ndcg@10"] > best:
             best, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
@@ -130,11 +145,11 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         epochs_run=len(losses),
         best_epoch=best_epoch,
         losses=losses,
-        valid=evaluate(model, valid_lists, cfg.eval_batch_size),
-        test=evaluate(model, test_lists, cfg.eval_batch_size),
-        popularity_valid=evaluate_popularity(train_lists, valid_lists, num_items),
+        valid=evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen),
+        test=evaluate(model, test_lists, cfg.eval_batch_size, cfg.eval_exclude_seen),
+        popularity_valid=evaluate_popularity(train_lists, valid_lists, num_items, cfg.eval_exclude_seen),
         # the test-time popularity may count the valid targets too: they are history by then
-        popularity_test=evaluate_popularity(valid_lists, test_lists, num_items),
+        popularity_test=evaluate_popularity(valid_lists, test_lists, num_items, cfg.eval_exclude_seen),
         seconds=time.perf_counter() - started,
     )
     (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result)}, indent=2))

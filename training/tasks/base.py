@@ -1,0 +1,63 @@
+"""What every task shares: training units, inference at the next position, masking helpers."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from seqrec.preprocessing.workflow import PAD_ID
+
+if TYPE_CHECKING:
+    from ..model import ModelConfig, SequenceRecommender
+
+# In input tensors, MASK_ID marks a position fed with the learnable mask embedding (not an item).
+MASK_ID = -1
+
+
+class Task:
+    name: ClassVar[str]
+    ATTENTION: ClassVar[tuple[str, ...]]  # attention kinds it can train with, preferred first
+    # True: inference appends a mask after the history and scores that position (bidirectional
+    # models cannot read "the next item" from the last history position).
+    uses_mask_token: ClassVar[bool] = False
+
+    def __init__(self, cfg: "ModelConfig"):
+        self.cfg = cfg
+
+    def build_modules(self, model: "SequenceRecommender") -> dict[str, nn.Module]:
+        """Extra trainable parts (a discriminator head, a generator); saved with the model."""
+        return {}
+
+    def training_units(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row, end) pairs: one training example is row[:end]. Default: whole sequences that
+        hold at least one (input, target) pair."""
+        rows = np.flatnonzero(lengths >= 2)
+        return rows, lengths[rows]
+
+    def loss(self, model: "SequenceRecommender", items: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def inference_hidden(self, model: "SequenceRecommender", items: torch.Tensor,
+                         positions: torch.Tensor) -> torch.Tensor:
+        """Hidden state [B, d] at the position whose next item is scored."""
+        hidden = model.hidden_states(items)
+        return hidden[torch.arange(len(items), device=items.device), positions]
+
+
+def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
+    """Mask each real position with probability `prob`, and at least one per row (a row with no
+    target would contribute nothing). Vectorised over the batch."""
+    real = items != PAD_ID
+    masked = (torch.rand(items.shape, device=items.device) < prob) & real
+    return ensure_one(masked, real)
+
+
+def ensure_one(masked: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    lengths = real.sum(1)
+    empty = ~masked.any(1) & (lengths > 0)
+    pick = (torch.rand(len(masked), device=masked.device) * lengths).long()
+    rows = torch.arange(len(masked), device=masked.device)
+    masked[rows[empty], pick[empty]] = True
+    return masked

@@ -1,0 +1,51 @@
+"""Causal LM: each position predicts the item after it."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from seqrec.preprocessing.workflow import PAD_ID
+
+from ..backbones import BIDIRECTIONAL, CAUSAL
+from .base import Task
+
+
+class CLM(Task):
+    """Loss at every position. Needs causal attention: with bidirectional attention position t
+    would see item t+1, its own target."""
+
+    name = "clm"
+    ATTENTION = (CAUSAL,)
+
+    def loss(self, model, items):
+        inputs, targets = items[:, :-1], items[:, 1:]
+        keep = targets != PAD_ID  # right padding: a real target always has a real input
+        hidden = model.hidden_states(inputs)[keep]
+        return model.item_loss(hidden, targets[keep])
+
+
+class CLMLast(Task):
+    """CoVE-style: every training sequence is broken into its prefixes [a]->b, [a,b]->c, ... and
+    the loss is taken at the last position only. The prefixes are (row, end) index pairs into the
+    one padded matrix, gathered per batch, so the data is never copied per prefix. Inference reads
+    the last history position, exactly what was trained, so any attention works."""
+
+    name = "clm-last"
+    ATTENTION = (CAUSAL, BIDIRECTIONAL)
+
+    def training_units(self, lengths):
+        rows = np.flatnonzero(lengths >= 2)
+        counts = lengths[rows] - 1  # prefixes with a target: ends 2..L
+        starts = np.cumsum(counts) - counts
+        ends = np.arange(counts.sum()) - np.repeat(starts, counts) + 2
+        return np.repeat(rows, counts), ends
+
+    def loss(self, model, items):
+        rows = torch.arange(len(items), device=items.device)
+        last = (items != PAD_ID).sum(1) - 1
+        targets = items[rows, last]
+        inputs = items.clone()
+        inputs[rows, last] = PAD_ID
+        hidden = model.hidden_states(inputs[:, :-1])[rows, last - 1]
+        return model.item_loss(hidden, targets)
