@@ -3,11 +3,13 @@
 <repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores
 <repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
                            (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
-<repo>/seqrec_model        python backend: recommend() on the checkpoint, ids mapped back
+<repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
+                           scoring, written only if it reproduces recommend() on real histories;
+                           torch alone runs it), else recommend() on the checkpoint; ids mapped back
 All three batch (max_batch_size > 0, dynamic batching, ragged sessions). Exporting into an
 existing repository writes version N+1 of each model; the version policy serves the newest.
-The model step imports `seqrec.training`, which must be installed where tritonserver runs (the
-venv here, the Dockerfile's image on GPU).
+Without scorer.pt2 the model step imports `seqrec.training`, which must then be installed where
+tritonserver runs (the venv here, the Dockerfile's image on GPU).
 """
 from __future__ import annotations
 
@@ -17,12 +19,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
+import warnings
 
-from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+import numpy as np
+import pandas as pd
+
+from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 
 from .lookup import ItemLookup
+from .scorer import export_scorer
 
 ENSEMBLE, PREPROCESS, MODEL = "seqrec", "seqrec_preprocess", "seqrec_model"
 
@@ -118,6 +124,12 @@ def workflow_max_len(workflow) -> int | None:
     return ops[0].max_len
 
 
+def _check_histories(data_dir: Path, n: int = 256) -> list[np.ndarray]:
+    """Real encoded histories (validation rows without their target) to check the scorer on."""
+    rows = pd.read_parquet(data_dir / "valid.parquet", columns=[ITEM_LIST])[ITEM_LIST][:n]
+    return [np.asarray(r[:-1], dtype=np.int64) for r in rows]
+
+
 def export_repository(cfg: ExportConfig) -> Path:
     """Write version N+1 of the three models (N = newest version already in cfg.repository, 0 for
     a new repository). Each version folder is written aside and renamed into place only when
@@ -155,6 +167,10 @@ def export_repository(cfg: ExportConfig) -> Path:
         (rec / "model.py").write_text(_template("recommender_model.py"))
         shutil.copytree(model_dir, rec / "checkpoint", ignore=shutil.ignore_patterns("*.tmp"))
         np.save(rec / "item_vocabulary.npy", vocabulary)
+        why_not = export_scorer(model, _check_histories(data_dir), rec)
+        if why_not:
+            warnings.warn(f"{MODEL} will call recommend() from the installed seqrec.training: "
+                          f"{why_not}", stacklevel=2)
         (staging / ENSEMBLE).mkdir()
 
         configs = {

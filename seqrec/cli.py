@@ -46,7 +46,7 @@ def cmd_export(args) -> None:
     from .config import build
 
     cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository,
-                top_k=args.top_k, gpu=args.gpu or None)
+                top_k=args.top_k, gpu=args.gpu or None, instances=args.instances)
     from seqrec.model_repository.export import MODEL, versions
 
     repo = export_repository(cfg)
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repository")
     p.add_argument("--top-k", type=int)
     p.add_argument("--gpu", action="store_true", help="KIND_GPU instances (NVIDIA containers)")
+    p.add_argument("--instances", type=int, help="model instances per server (default 1)")
     p = add("serve", cmd_serve, "run tritonserver on 127.0.0.1 until Ctrl-C")
     p.add_argument("--repository")
     p.add_argument("--model-control", choices=["none", "explicit"], default="none",

@@ -70,6 +70,7 @@ def test_repository_layout(repository):
     pre = repository / PREPROCESS / "1"
     assert (pre / "item_lookup.npz").is_file() and (pre / "lookup.py").is_file()
     assert (repository / MODEL / "1" / "checkpoint" / "model.pt").is_file()
+    assert (repository / MODEL / "1" / "scorer.pt2").is_file()  # GPT-2 exports
     assert 'platform: "ensemble"' in (repository / ENSEMBLE / "config.pbtxt").read_text()
     model_cfg = (repository / MODEL / "config.pbtxt").read_text()
     assert "KIND_CPU" in model_cfg and "dynamic_batching" in model_cfg
@@ -98,6 +99,29 @@ print(vals.tolist())
     assert out.returncode == 0, out.stderr
     want = encode_sessions(offline["workflow"], [offline["raw"][0][:5]])[0]
     assert json.loads(out.stdout) == want.tolist()
+
+
+def test_model_step_scores_without_training_code(repository, offline):
+    """scorer.pt2 runs with torch alone (seqrec, transformers, NVTabular blocked) and gives the
+    top-10 of recommend() on real encoded histories."""
+    histories = encode_sessions(offline["workflow"], offline["raw"][:32])
+    width = max(len(h) for h in histories)
+    padded = [h.tolist() + [0] * (width - len(h)) for h in histories]
+    code = f"""
+import sys, json
+for name in ('seqrec', 'transformers', 'nvtabular', 'merlin', 'pandas'):
+    sys.modules[name] = None  # import fails; importlib.util.find_spec (torch probes) says None
+import torch
+scorer = torch.export.load({str(repository / MODEL / "1" / "scorer.pt2")!r}).module()
+top = torch.topk(scorer(torch.tensor({padded!r})), 10, dim=1)
+print(json.dumps([top.indices.tolist(), top.values.tolist()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ids, scores = json.loads(out.stdout.strip().splitlines()[-1])
+    want_ids, want_scores = recommend(offline["model"], histories, k=10)
+    assert ids == want_ids.tolist()
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5, rtol=0)
 
 
 def test_compiled_lookup_equals_the_workflow_on_real_sessions(repository, offline):
@@ -268,8 +292,12 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
         assert_served_equals_offline(c, offline, offline["raw"][200:400])
 
         shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
-        (repo / MODEL / "3" / "checkpoint" / "model.pt").unlink()
-        with pytest.raises(RuntimeError, match=r"model\.pt not found: not a seqrec checkpoint"):
+        (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
+        with pytest.raises(RuntimeError, match=r"3/scorer\.pt2 is not a readable exported program"):
+            srv.load_model(MODEL)
+        assert _version_ready(srv, MODEL, 2) and not _version_ready(srv, MODEL, 3)
+        (repo / MODEL / "3" / "checkpoint" / "config.json").unlink()  # missing
+        with pytest.raises(RuntimeError, match=r"3/checkpoint/config\.json not found"):
             srv.load_model(MODEL)
         assert _version_ready(srv, MODEL, 2) and not _version_ready(srv, MODEL, 3)
         assert srv.is_ready() and c.is_ready()

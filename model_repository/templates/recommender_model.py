@@ -1,5 +1,7 @@
-"""Triton python-backend model: encoded sessions -> top-k ORIGINAL item ids and scores, through
-seqrec's recommend() (the same function offline evaluation uses), once per dynamic batch.
+"""Triton python-backend model: encoded sessions -> top-k ORIGINAL item ids and scores, once per
+dynamic batch. With scorer.pt2 beside this file (a torch.export program that `seqrec export`
+checked against recommend() on real histories) it needs torch only; otherwise it calls
+seqrec's recommend() (the function offline evaluation uses) on the checkpoint.
 
 Inputs per request: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (0 = none),
 top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size).
@@ -13,9 +15,6 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from seqrec.training.checkpoint import load_checkpoint
-from seqrec.training.recommend import recommend
-
 PAD_ID = 0
 
 
@@ -28,9 +27,24 @@ class TritonPythonModel:
         threads = int(params.get("torch_threads", {}).get("string_value", "0"))
         if threads > 0:
             torch.set_num_threads(threads)  # the server's other threads need the remaining cores
-        self.model = load_checkpoint(here / "checkpoint")
+        self.device = "cpu"
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
-            self.model.to(f"cuda:{args['model_instance_device_id']}")
+            self.device = f"cuda:{args['model_instance_device_id']}"
+        for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json"):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{needed} not found: incomplete model version")
+        if (here / "scorer.pt2").is_file():
+            self.max_len = json.loads((here / "checkpoint" / "config.json").read_text())["max_len"]
+            try:
+                self.scorer = torch.export.load(str(here / "scorer.pt2")).module().to(self.device)
+            except Exception as err:  # a truncated or foreign file: say which one
+                raise RuntimeError(f"{here / 'scorer.pt2'} is not a readable exported "
+                                   f"program ({type(err).__name__}: {err})") from None
+            self.model = None
+        else:
+            from seqrec.training.checkpoint import load_checkpoint
+
+            self.model, self.scorer = load_checkpoint(here / "checkpoint").to(self.device), None
         self.vocabulary = np.load(here / "item_vocabulary.npy")  # encoded id -> original id
         self.catalogue = int((self.vocabulary >= 0).sum())
 
@@ -58,7 +72,7 @@ class TritonPythonModel:
             at += len(e)
         # Rank k + (number of exclusions) and drop the excluded: the same as masking them first.
         depth = min(max(row_k) + width, self.catalogue)
-        top, scores = recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen)
+        top, scores = self._top(histories, depth)
         dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
         order = np.argsort(dropped, axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
@@ -75,3 +89,23 @@ class TritonPythonModel:
                 pb_utils.Tensor("top_scores", np.ascontiguousarray(scores[rows, :k])),
             ]))
         return responses
+
+    def _top(self, histories, depth):
+        if self.scorer is None:
+            from seqrec.training.recommend import recommend
+
+            return recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen)
+        lengths = np.array([len(h) for h in histories])
+        kept = np.minimum(lengths, self.max_len)  # the LAST max_len items, as recommend() keeps
+        batch = np.zeros((len(histories), int(kept.max())), dtype=np.int64)
+        mask = np.arange(batch.shape[1]) < kept[:, None]
+        batch[mask] = np.concatenate([h[len(h) - n:] for h, n in zip(histories, kept)])
+        items = torch.from_numpy(batch).to(self.device)
+        with torch.no_grad():
+            scores = self.scorer(items)
+            if self.exclude_seen:
+                rows = torch.arange(len(items), device=self.device)[:, None].expand_as(items)
+                seen = items != PAD_ID
+                scores[rows[seen], items[seen]] = float("-inf")
+            top = torch.topk(scores, min(depth, scores.shape[1]), dim=1)
+        return top.indices.cpu().numpy(), top.values.float().cpu().numpy()
