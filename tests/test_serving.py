@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import shutil
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,6 @@ from seqrec.client import AsyncRecommenderClient, RecommendationError, Recommend
 from seqrec.model_repository.export import (ENSEMBLE, MODEL, PREPROCESS, ExportConfig,
                                             export_repository, versions)
 from seqrec.model_repository.lookup import ItemLookup
-from seqrec.model_repository.server import TritonServer
 from seqrec.preprocessing.workflow import ITEM_LIST, encode_sessions, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
@@ -262,50 +262,63 @@ def test_model_metadata_and_health(client):
     assert client.is_live() and client.is_ready()
 
 
-def _version_ready(server, name, version) -> bool:
+@contextlib.contextmanager
+def seqrec_serve_explicit(repo: Path):
+    """`seqrec serve --model-control explicit` as a user runs it; yields its gRPC address."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqrec.cli", "serve", "--config", str(root / "configs/ml-100k.yaml"),
+         "--repository", str(repo), "--model-control", "explicit"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        url = f"{server.http_url}/v2/models/{name}/versions/{version}/ready"
-        return urllib.request.urlopen(url, timeout=5).status == 200
-    except OSError:
-        return False
+        lines = []
+        for line in proc.stdout:  # ends if the server fails to start (the CLI exits)
+            lines.append(line)
+            if line.strip().startswith("gRPC"):
+                break
+        assert lines and lines[-1].strip().startswith("gRPC"), "".join(lines)
+        yield lines[-1].split()[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the CLI stops tritonserver cleanly
+        proc.communicate(timeout=60)
 
 
 def test_versions_reload_faults_and_unload_with_explicit_model_control(
         tmp_path, etl, trained, offline):
     """Export twice -> version 2 served after a reload without restart and equal to offline; a
-    corrupt version 3 fails to load with a clear message and version 2 keeps serving; after an
-    unload, a request gets a clear error and the server stays ready."""
+    corrupt or incomplete version 3 fails to load with a clear message and version 2 keeps
+    serving; after an unload, a request gets a clear error and the server stays ready."""
     cfg = ExportConfig(data_dir=etl.output_dir, model_dir=trained.output_dir,
                        repository=str(tmp_path / "repo"))
     repo = export_repository(cfg)
-    with TritonServer(repo, model_control="explicit", load_models=[ENSEMBLE]) as srv, \
-            RecommenderClient(srv.grpc_url, timeout_s=30, retries=0) as c:
-        assert _version_ready(srv, MODEL, 1)
+    with seqrec_serve_explicit(repo) as url, \
+            RecommenderClient(url, timeout_s=60, retries=0) as c:
+        assert c.model_version_ready(1, MODEL)
         export_repository(cfg)
         assert versions(repo / MODEL) == [1, 2]
         reload = subprocess.run([sys.executable, "-m", "seqrec.cli", "model", "load", ENSEMBLE,
-                                 "--url", srv.grpc_url], capture_output=True, text=True, timeout=180)
+                                 "--url", url], capture_output=True, text=True, timeout=180)
         assert reload.returncode == 0, reload.stderr  # reloads the changed members too
-        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(1, MODEL)
-        assert _version_ready(srv, MODEL, 2) and _version_ready(srv, PREPROCESS, 2)
-        assert not _version_ready(srv, MODEL, 1)
+        assert c.model_version_ready(2, MODEL) and c.model_version_ready(2, PREPROCESS)
+        assert not c.model_version_ready(1, MODEL)
         assert_served_equals_offline(c, offline, offline["raw"][200:400])
 
         shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
         (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
-        with pytest.raises(RuntimeError, match=r"3/scorer\.pt2 is not a readable exported program"):
-            srv.load_model(MODEL)
-        assert _version_ready(srv, MODEL, 2) and not _version_ready(srv, MODEL, 3)
+        with pytest.raises(RecommendationError,
+                           match=r"3/scorer\.pt2 is not a readable exported program"):
+            c.load_model(MODEL)
+        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
         (repo / MODEL / "3" / "checkpoint" / "config.json").unlink()  # missing
-        with pytest.raises(RuntimeError, match=r"3/checkpoint/config\.json not found"):
-            srv.load_model(MODEL)
-        assert _version_ready(srv, MODEL, 2) and not _version_ready(srv, MODEL, 3)
-        assert srv.is_ready() and c.is_ready()
+        with pytest.raises(RecommendationError, match=r"3/checkpoint/config\.json not found"):
+            c.load_model(MODEL)
+        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
+        assert c.is_ready()
         assert c.recommend(offline["raw"][0]).item_ids  # still served by version 2
 
         c.unload_model(ENSEMBLE)
         with pytest.raises(RecommendationError, match=ENSEMBLE):
             c.recommend([50, 172])
-        assert srv.is_ready()
+        assert c._client.is_server_ready()
         c.load_model(ENSEMBLE)  # and back, still without a restart
         assert c.recommend(offline["raw"][0]).item_ids
