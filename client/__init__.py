@@ -1,4 +1,6 @@
-"""Client for the served recommender: numpy + tritonclient.grpc only (no torch/NVTabular)."""
-from .grpc_client import Recommendation, RecommendationError, RecommenderClient, format_table
+"""Client for the served recommender: numpy + tritonclient only (no torch/NVTabular)."""
+from .grpc_client import (AsyncRecommenderClient, Recommendation, RecommendationError,
+                          RecommenderClient, build_inputs, format_table)
 
-__all__ = ["RecommenderClient", "Recommendation", "RecommendationError", "format_table"]
+__all__ = ["RecommenderClient", "AsyncRecommenderClient", "Recommendation", "RecommendationError",
+           "format_table", "build_inputs"]

@@ -1,15 +1,20 @@
-"""Thin gRPC client for the served `seqrec` ensemble.
+"""Thin gRPC clients (blocking and asyncio) for the served `seqrec` ensemble.
 
 Imports only numpy and tritonclient.grpc (never torch, NVTabular, pandas or other seqrec
 modules), so an application can depend on `seqrec[client]` alone.
 
-Tensor contract (the exported ensemble, max_batch_size 0):
-  input   item_ids      INT64 [n]  one session's ORIGINAL item ids, oldest first
-  outputs top_item_ids  INT64 [k]  original item ids, best first
-          top_scores    FP32  [k]
+Tensor contract (the exported ensemble batches: the first dimension is the batch of sessions):
+  input   item_ids          INT64 [B, L]  ORIGINAL item ids, oldest first, right-padded
+          lengths           INT64 [B, 1]  optional: real length of each row (default L)
+          k                 INT64 [B, 1]  optional: how many items (default: the exported top_k)
+          exclude_item_ids  INT64 [B, E]  optional: ids never to recommend (ids not in the
+                                          catalogue are ignored, so they serve as padding)
+  outputs top_item_ids      INT64 [B, k]  original item ids, best first
+          top_scores        FP32  [B, k]
 """
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -18,7 +23,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["RecommenderClient", "Recommendation", "RecommendationError", "format_table"]
+__all__ = ["RecommenderClient", "AsyncRecommenderClient", "Recommendation", "RecommendationError",
+           "format_table", "build_inputs"]
 
 INPUT_NAME = "item_ids"
 OUTPUT_IDS = "top_item_ids"
@@ -69,8 +75,73 @@ def _to_int64(item_ids: Sequence[int]) -> np.ndarray:
     return np.asarray(values, dtype=np.int64)
 
 
+EXCLUDE_PAD = np.iinfo(np.int64).min  # never a catalogue id, so excluding it is a no-op
+RETRY_STATUS = "UNAVAILABLE"
+
+
+def _padded(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.array([len(r) for r in rows], dtype=np.int64)
+    out = np.full((len(rows), int(lengths.max(initial=0))), pad, dtype=np.int64)
+    mask = np.arange(out.shape[1]) < lengths[:, None]
+    if rows and mask.any():
+        out[mask] = np.concatenate(rows)
+    return out, lengths
+
+
+def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
+                 exclude: Sequence[int] | Sequence[Sequence[int]] | None = None
+                 ) -> list[grpcclient.InferInput]:
+    """The request tensors for a batch of sessions (shared by the sync and asyncio clients).
+    `exclude` is one id list for every session, or one list per session."""
+    if len(sessions) == 0:
+        raise ValueError("no sessions to send")
+    rows = [_to_int64(s) for s in sessions]
+    items, lengths = _padded(rows, 0)
+    tensors = [("item_ids", items)]
+    if (lengths != items.shape[1]).any():  # all rows full: `lengths` is not needed
+        tensors.append(("lengths", lengths[:, None]))
+    if k is not None:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be a positive integer, got {k!r}")
+        tensors.append(("k", np.full((len(rows), 1), k, dtype=np.int64)))
+    if exclude is not None:
+        per_row = (len(exclude) > 0 and not np.isscalar(exclude[0])
+                   and not isinstance(exclude, np.ndarray))
+        ex = [_to_int64(e) for e in exclude] if per_row else [_to_int64(exclude)] * len(rows)
+        if len(ex) != len(rows):
+            raise ValueError(f"exclude has {len(ex)} lists for {len(rows)} sessions")
+        tensors.append(("exclude_item_ids", _padded(ex, EXCLUDE_PAD)[0]))
+    out = []
+    for name, arr in tensors:
+        inp = grpcclient.InferInput(name, list(arr.shape), "INT64")
+        inp.set_data_from_numpy(arr)
+        out.append(inp)
+    return out
+
+
+def parse_result(result, model_name: str, rows: int, latency_ms: float) -> list[Recommendation]:
+    top_ids = result.as_numpy(OUTPUT_IDS)
+    top_scores = result.as_numpy(OUTPUT_SCORES)
+    if (top_ids is None or top_scores is None or top_ids.shape != top_scores.shape
+            or top_ids.ndim != 2 or top_ids.shape[0] != rows):
+        raise RecommendationError(
+            f"model {model_name!r} returned malformed outputs "
+            f"({OUTPUT_IDS}={None if top_ids is None else top_ids.shape}, "
+            f"{OUTPUT_SCORES}={None if top_scores is None else top_scores.shape})")
+    ids, scores = top_ids.astype(np.int64).tolist(), top_scores.astype(np.float32).tolist()
+    return [Recommendation(item_ids=i, scores=s, latency_ms=latency_ms) for i, s in zip(ids, scores)]
+
+
+def _error(model_name: str, url: str, e: InferenceServerException) -> RecommendationError:
+    return RecommendationError(f"{model_name!r} at {url}: {e.message() or e} [{e.status()}]")
+
+
+def _retryable(e: InferenceServerException, attempt: int, retries: int) -> bool:
+    return RETRY_STATUS in str(e.status() or "") and attempt < retries
+
+
 class RecommenderClient:
-    """Blocking client: one request = one session, answered with the top-k next items."""
+    """Blocking client: top-k next items for one session, or for a batch in one request."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model_name: str = "seqrec",
                  timeout_s: float = 10.0, retries: int = 3):
@@ -83,23 +154,19 @@ class RecommenderClient:
         self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
                          grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
 
-    def recommend(self, item_ids: Sequence[int]) -> Recommendation:
+    def recommend(self, item_ids: Sequence[int], k: int | None = None,
+                  exclude: Sequence[int] | None = None) -> Recommendation:
+        return self.recommend_batch([item_ids], k=k, exclude=exclude)[0]
+
+    def recommend_batch(self, sessions: Sequence[Sequence[int]], k: int | None = None,
+                        exclude=None) -> list[Recommendation]:
+        """One request for many sessions; a bad session fails the request, naming its row."""
         t0 = time.perf_counter()
-        ids = _to_int64(item_ids)
-        inp = grpcclient.InferInput(INPUT_NAME, [ids.shape[0]], "INT64")
-        inp.set_data_from_numpy(ids)
+        inputs = build_inputs(sessions, k, exclude)
         result = self._call(lambda: self._client.infer(
-            self.model_name, [inp], outputs=self._outputs, client_timeout=self.timeout_s))
-        top_ids = result.as_numpy(OUTPUT_IDS)
-        top_scores = result.as_numpy(OUTPUT_SCORES)
-        if top_ids is None or top_scores is None or top_ids.shape != top_scores.shape:
-            raise RecommendationError(
-                f"model {self.model_name!r} returned malformed outputs "
-                f"({OUTPUT_IDS}={None if top_ids is None else top_ids.shape}, "
-                f"{OUTPUT_SCORES}={None if top_scores is None else top_scores.shape})")
-        return Recommendation(item_ids=top_ids.astype(np.int64).tolist(),
-                              scores=top_scores.astype(np.float32).tolist(),
-                              latency_ms=(time.perf_counter() - t0) * 1000.0)
+            self.model_name, inputs, outputs=self._outputs, client_timeout=self.timeout_s))
+        return parse_result(result, self.model_name, len(sessions),
+                            (time.perf_counter() - t0) * 1000.0)
 
     def _call(self, fn):
         """Run fn, retrying only while the server is UNAVAILABLE (restarting, not yet bound)."""
@@ -107,12 +174,16 @@ class RecommenderClient:
             try:
                 return fn()
             except InferenceServerException as e:
-                if "UNAVAILABLE" in str(e.status() or "") and attempt < self.retries:
+                if _retryable(e, attempt, self.retries):
                     time.sleep(0.05 * 2 ** attempt)
                     continue
-                raise RecommendationError(
-                    f"{self.model_name!r} at {self.url}: {e.message() or e}"
-                    f" [{e.status()}]") from e
+                raise _error(self.model_name, self.url, e) from e
+
+    def is_live(self) -> bool:
+        try:
+            return bool(self._client.is_server_live(client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
 
     def is_ready(self) -> bool:
         try:
@@ -136,6 +207,21 @@ class RecommenderClient:
         return self._call(lambda: self._client.get_model_metadata(
             self.model_name, as_json=True, client_timeout=self.timeout_s))
 
+    def model_version_ready(self, version: int | str, name: str | None = None) -> bool:
+        try:
+            return bool(self._client.is_model_ready(name or self.model_name, str(version),
+                                                    client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
+    # Repository control: needs a server started with explicit model control (`seqrec serve
+    # --model-control explicit`); loading an ensemble (re)loads its changed members too.
+    def load_model(self, name: str | None = None) -> None:
+        self._call(lambda: self._client.load_model(name or self.model_name))
+
+    def unload_model(self, name: str | None = None) -> None:
+        self._call(lambda: self._client.unload_model(name or self.model_name))
+
     def close(self) -> None:
         self._client.close()
 
@@ -144,6 +230,65 @@ class RecommenderClient:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class AsyncRecommenderClient:
+    """asyncio client (tritonclient.grpc.aio), same contract and errors as RecommenderClient."""
+
+    def __init__(self, url: str = "127.0.0.1:8001", model_name: str = "seqrec",
+                 timeout_s: float = 10.0, retries: int = 3):
+        import tritonclient.grpc.aio as aioclient  # only for asyncio users
+
+        self.url, self.model_name = url, model_name
+        self.timeout_s, self.retries = timeout_s, retries
+        self._client = aioclient.InferenceServerClient(url=url, verbose=False)
+        self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
+                         grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
+
+    async def recommend(self, item_ids: Sequence[int], k: int | None = None,
+                        exclude: Sequence[int] | None = None) -> Recommendation:
+        return (await self.recommend_batch([item_ids], k=k, exclude=exclude))[0]
+
+    async def recommend_batch(self, sessions, k: int | None = None,
+                              exclude=None) -> list[Recommendation]:
+        t0 = time.perf_counter()
+        inputs = build_inputs(sessions, k, exclude)
+        for attempt in range(self.retries + 1):
+            try:
+                result = await self._client.infer(self.model_name, inputs, outputs=self._outputs,
+                                                  client_timeout=self.timeout_s)
+                break
+            except InferenceServerException as e:
+                if _retryable(e, attempt, self.retries):
+                    await asyncio.sleep(0.05 * 2 ** attempt)
+                    continue
+                raise _error(self.model_name, self.url, e) from e
+        return parse_result(result, self.model_name, len(sessions),
+                            (time.perf_counter() - t0) * 1000.0)
+
+    async def is_ready(self) -> bool:
+        try:
+            return bool(await self._client.is_server_ready(client_timeout=self.timeout_s)
+                        and await self._client.is_model_ready(self.model_name,
+                                                              client_timeout=self.timeout_s))
+        except InferenceServerException:
+            return False
+
+    async def model_metadata(self) -> dict:
+        try:
+            return await self._client.get_model_metadata(self.model_name, as_json=True,
+                                                         client_timeout=self.timeout_s)
+        except InferenceServerException as e:
+            raise _error(self.model_name, self.url, e) from e
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def __aenter__(self) -> "AsyncRecommenderClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
 
 
 def format_table(rec: Recommendation, titles: dict[int, str] | None = None) -> str:

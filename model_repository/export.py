@@ -1,10 +1,15 @@
-"""`seqrec export`: write a Triton model repository for a trained model.
+"""`seqrec export`: write (a new version of) a Triton model repository for a trained model.
 
 <repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores
-<repo>/seqrec_preprocess   python backend: the saved NVTabular workflow applied to the request
-<repo>/seqrec_model        python backend: recommend() on the checkpoint, ids mapped back
-Each model has config.pbtxt and a numbered version folder; the python models import `seqrec`,
-which must be installed where tritonserver runs (the venv here, the Dockerfile's image on GPU).
+<repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
+                           (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
+<repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
+                           scoring, written only if it reproduces recommend() on real histories;
+                           torch alone runs it), else recommend() on the checkpoint; ids mapped back
+All three batch (max_batch_size > 0, dynamic batching, ragged sessions). Exporting into an
+existing repository writes version N+1 of each model; the version policy serves the newest.
+Without scorer.pt2 the model step imports `seqrec.training`, which must then be installed where
+tritonserver runs (the venv here, the Dockerfile's image on GPU).
 """
 from __future__ import annotations
 
@@ -14,10 +19,16 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import numpy as np
+import warnings
 
-from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+import numpy as np
+import pandas as pd
+
+from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
+
+from .lookup import ItemLookup
+from .scorer import export_scorer
 
 ENSEMBLE, PREPROCESS, MODEL = "seqrec", "seqrec_preprocess", "seqrec_model"
 
@@ -27,44 +38,66 @@ class ExportConfig:
     data_dir: str = "artifacts/ml-100k/data"
     model_dir: str = "artifacts/ml-100k/model"
     repository: str = "artifacts/ml-100k/model_repository"
-    top_k: int = 10
+    top_k: int = 10  # default k; a request may ask for another with the optional input `k`
     exclude_seen: bool = False
     gpu: bool = False  # KIND_GPU instance groups, for NVIDIA's containers
+    max_batch_size: int = 64  # rows per dynamic batch (one request may carry several)
+    max_queue_delay_us: int = 0  # 0: batch only what queued while the model was busy
+    instances: int = 1  # model instances (scale out within one server)
+    torch_threads: int = 1  # per model instance; the server and the other stubs need cores too
 
 
-def _tensor(name: str, dtype: str) -> str:
-    return f'  {{ name: "{name}" data_type: {dtype} dims: [ -1 ] }}'
+# (name, data type, dims without the batch dimension, optional)
+# item_ids is marked optional on purpose: Triton's ensemble does not check WHICH inputs came, so a
+# request with only optional ones would stall ("unexpected deadlock"); the preprocessing model
+# answers a missing item_ids itself, by name.
+RAW_IN = [("item_ids", "TYPE_INT64", "-1", True), ("lengths", "TYPE_INT64", "1", True),
+          ("k", "TYPE_INT64", "1", True), ("exclude_item_ids", "TYPE_INT64", "-1", True)]
+PRE_IN = RAW_IN  # k too: checked there, and it gives the step an input when item_ids is missing
+PRE_OUT = [("encoded_items", "TYPE_INT64", "-1", False),
+           ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False)]
+MODEL_IN = PRE_OUT
+TOP_OUT = [("top_item_ids", "TYPE_INT64", "-1", False), ("top_scores", "TYPE_FP32", "-1", False)]
 
 
-def _io(section: str, tensors: list[tuple[str, str]]) -> str:
-    return f"{section} [\n" + ",\n".join(_tensor(n, d) for n, d in tensors) + "\n]\n"
+def _io(section: str, tensors, ragged: bool = False) -> str:
+    def one(name, dtype, dims, optional):
+        extra = " optional: true" if optional else ""
+        if ragged and dims == "-1":
+            extra += " allow_ragged_batch: true"  # sessions of different lengths share a batch
+        return f'  {{ name: "{name}" data_type: {dtype} dims: [ {dims} ]{extra} }}'
+
+    return f"{section} [\n" + ",\n".join(one(*t) for t in tensors) + "\n]\n"
 
 
-RAW_IN = [("item_ids", "TYPE_INT64")]
-ENCODED = [("encoded_items", "TYPE_INT64")]
-TOP_OUT = [("top_item_ids", "TYPE_INT64"), ("top_scores", "TYPE_FP32")]
-
-
-def _python_config(name: str, inputs, outputs, kind: str, params: dict[str, str]) -> str:
-    text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: 0\n'
-    text += _io("input", inputs) + _io("output", outputs)
-    text += f"instance_group [ {{ count: 1 kind: {kind} }} ]\n"
+def _python_config(name: str, inputs, outputs, kind: str, cfg: ExportConfig,
+                   params: dict[str, str], count: int = 1) -> str:
+    text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {cfg.max_batch_size}\n'
+    text += _io("input", inputs, ragged=True) + _io("output", outputs)
+    text += f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
+    text += f"dynamic_batching {{ max_queue_delay_microseconds: {cfg.max_queue_delay_us} }}\n"
+    text += VERSION_POLICY
     for key, value in params.items():
         text += f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
     return text
 
 
-def _ensemble_config() -> str:
+# Serve the newest version only; a reload that fails keeps the one already loaded.
+VERSION_POLICY = "version_policy: { latest: { num_versions: 1 } }\n"
+
+
+def _ensemble_config(cfg: ExportConfig) -> str:
     def step(model, inputs, outputs):
-        maps = "".join(f'      input_map {{ key: "{n}" value: "{n}" }}\n' for n, _ in inputs)
-        maps += "".join(f'      output_map {{ key: "{n}" value: "{n}" }}\n' for n, _ in outputs)
+        maps = "".join(f'      input_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in inputs)
+        maps += "".join(f'      output_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in outputs)
         return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
-    steps = ",\n".join([step(PREPROCESS, RAW_IN, ENCODED), step(MODEL, ENCODED, TOP_OUT)])
+    steps = ",\n".join([step(PREPROCESS, PRE_IN, PRE_OUT), step(MODEL, MODEL_IN, TOP_OUT)])
     return (
-        f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: 0\n'
+        f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {cfg.max_batch_size}\n'
         + _io("input", RAW_IN)
         + _io("output", TOP_OUT)
+        + VERSION_POLICY
         + f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
     )
 
@@ -73,8 +106,34 @@ def _template(name: str) -> str:
     return resources.files("seqrec.model_repository").joinpath("templates", name).read_text()
 
 
+def versions(model_dir: Path) -> list[int]:
+    """Numbered version folders of one model in a repository, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def workflow_max_len(workflow) -> int | None:
+    """The truncation length of the workflow's GroupSequences step (None: no truncation)."""
+    from seqrec.preprocessing.ops import GroupSequences
+    from seqrec.preprocessing.workflow import _nodes
+
+    ops = [n.op for n in _nodes(workflow.output_node) if isinstance(n.op, GroupSequences)]
+    if len(ops) != 1:
+        raise ValueError(f"expected one GroupSequences step in the workflow, found {len(ops)}")
+    return ops[0].max_len
+
+
+def _check_histories(data_dir: Path, n: int = 256) -> list[np.ndarray]:
+    """Real encoded histories (validation rows without their target) to check the scorer on."""
+    rows = pd.read_parquet(data_dir / "valid.parquet", columns=[ITEM_LIST])[ITEM_LIST][:n]
+    return [np.asarray(r[:-1], dtype=np.int64) for r in rows]
+
+
 def export_repository(cfg: ExportConfig) -> Path:
-    """Write the repository; it appears at cfg.repository only once complete."""
+    """Write version N+1 of the three models (N = newest version already in cfg.repository, 0 for
+    a new repository). Each version folder is written aside and renamed into place only when
+    complete, so a server never sees a half-written version."""
     data_dir, model_dir = Path(cfg.data_dir), Path(cfg.model_dir)
     workflow = load_workflow(data_dir / "workflow")  # fail early on a bad workflow ...
     model = load_checkpoint(model_dir)  # ... or checkpoint
@@ -86,32 +145,48 @@ def export_repository(cfg: ExportConfig) -> Path:
         )
     if not 1 <= cfg.top_k <= int((vocabulary >= 0).sum()):
         raise ValueError(f"top_k must be between 1 and the number of items, got {cfg.top_k}")
+    if cfg.max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
+    lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    final.mkdir(parents=True, exist_ok=True)
+    version = 1 + max([0] + [v for m in (ENSEMBLE, PREPROCESS, MODEL) for v in versions(final / m)])
+    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=final))
     try:
         pre = staging / PREPROCESS
-        (pre / "1").mkdir(parents=True)
-        (pre / "config.pbtxt").write_text(_python_config(PREPROCESS, RAW_IN, ENCODED, "KIND_CPU", {}))
-        (pre / "1" / "model.py").write_text(_template("preprocess_model.py"))
-        shutil.copytree(data_dir / "workflow", pre / "1" / "workflow")
+        pre.mkdir()
+        (pre / "model.py").write_text(_template("preprocess_model.py"))
+        (pre / "lookup.py").write_text(
+            resources.files("seqrec.model_repository").joinpath("lookup.py").read_text())
+        lookup.save(pre)
+        shutil.copytree(data_dir / "workflow", pre / "workflow")  # the source of the lookup
 
         rec = staging / MODEL
-        (rec / "1").mkdir(parents=True)
-        params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower()}
-        (rec / "config.pbtxt").write_text(_python_config(MODEL, ENCODED, TOP_OUT, kind, params))
-        (rec / "1" / "model.py").write_text(_template("recommender_model.py"))
-        shutil.copytree(model_dir, rec / "1" / "checkpoint", ignore=shutil.ignore_patterns("*.tmp"))
-        np.save(rec / "1" / "item_vocabulary.npy", vocabulary)
+        rec.mkdir()
+        (rec / "model.py").write_text(_template("recommender_model.py"))
+        shutil.copytree(model_dir, rec / "checkpoint", ignore=shutil.ignore_patterns("*.tmp"))
+        np.save(rec / "item_vocabulary.npy", vocabulary)
+        why_not = export_scorer(model, _check_histories(data_dir), rec)
+        if why_not:
+            warnings.warn(f"{MODEL} will call recommend() from the installed seqrec.training: "
+                          f"{why_not}", stacklevel=2)
+        (staging / ENSEMBLE).mkdir()
 
-        ens = staging / ENSEMBLE
-        (ens / "1").mkdir(parents=True)
-        (ens / "config.pbtxt").write_text(_ensemble_config())
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
+        configs = {
+            PREPROCESS: _python_config(PREPROCESS, PRE_IN, PRE_OUT, "KIND_CPU", cfg, {}),
+            MODEL: _python_config(
+                MODEL, MODEL_IN, TOP_OUT, kind, cfg,
+                {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
+                 "torch_threads": str(cfg.torch_threads)}, count=cfg.instances),
+            ENSEMBLE: _ensemble_config(cfg),
+        }
+        for name in (PREPROCESS, MODEL, ENSEMBLE):  # members first: the ensemble needs them
+            (final / name).mkdir(exist_ok=True)
+            (staging / name).rename(final / name / str(version))
+            tmp = final / name / "config.pbtxt.tmp"
+            tmp.write_text(configs[name])
+            tmp.replace(final / name / "config.pbtxt")
+    finally:
         shutil.rmtree(staging, ignore_errors=True)
-        raise
     return final

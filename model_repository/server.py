@@ -214,6 +214,11 @@ class TritonServer:
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
         ]
         cmd += [f"--load-model={m}" for m in self.load_models]
+        if self.model_control == "explicit":
+            # Models come and go on request here, and one failed (re)load must not mark the whole
+            # server unready while the versions already loaded keep serving: readiness is then
+            # asked per model (/v2/models/<name>/ready, the client's is_ready()).
+            cmd.append("--strict-readiness=false")
         return cmd
 
     def _env(self) -> dict[str, str]:

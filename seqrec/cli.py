@@ -49,8 +49,11 @@ def cmd_export(args) -> None:
     from .config import build
 
     cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository,
-                top_k=args.top_k, gpu=args.gpu or None)
-    print(f"model repository: {export_repository(cfg)}")
+                top_k=args.top_k, gpu=args.gpu or None, instances=args.instances)
+    from seqrec.model_repository.export import MODEL, versions
+
+    repo = export_repository(cfg)
+    print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
 
 
 def cmd_serve(args) -> None:
@@ -60,7 +63,20 @@ def cmd_serve(args) -> None:
     from seqrec.model_repository.export import ExportConfig
 
     cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository)
-    serve_forever(cfg.repository)
+    explicit = args.model_control == "explicit"
+    serve_forever(cfg.repository, model_control=args.model_control,
+                  load_models=["seqrec"] if explicit else None)
+
+
+def cmd_model(args) -> None:
+    from seqrec.client import RecommendationError, RecommenderClient
+
+    with RecommenderClient(args.url, model_name=args.name, timeout_s=args.timeout) as client:
+        try:
+            getattr(client, f"{args.action}_model")()
+        except RecommendationError as err:
+            raise SystemExit(f"error: {err}") from None
+    print(f"{args.action}ed {args.name!r} at {args.url}")
 
 
 def parse_items(text: str) -> list[int]:
@@ -119,8 +135,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repository")
     p.add_argument("--top-k", type=int)
     p.add_argument("--gpu", action="store_true", help="KIND_GPU instances (NVIDIA containers)")
+    p.add_argument("--instances", type=int, help="model instances per server (default 1)")
     p = add("serve", cmd_serve, "run tritonserver on 127.0.0.1 until Ctrl-C")
     p.add_argument("--repository")
+    p.add_argument("--model-control", choices=["none", "explicit"], default="none",
+                   help="explicit: load/unload/reload with `seqrec model` while serving")
+    p = add("model", cmd_model, "load (reload: the newest version) or unload a served model",
+            config=False)
+    p.add_argument("action", choices=["load", "unload"])
+    p.add_argument("name", nargs="?", default="seqrec")
+    p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=120.0)
     p = add("query", cmd_query, "ask a running server for the top-k", config=False)
     p.add_argument("--items", required=True, help="original item ids, oldest first: 50,172,133")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")

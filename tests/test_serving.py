@@ -1,6 +1,13 @@
 """The exported ensemble on the real tritonserver, queried through the real gRPC client."""
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import signal
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +16,15 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from seqrec.client import RecommendationError, RecommenderClient
-from seqrec.model_repository.export import ENSEMBLE, MODEL, PREPROCESS
+from seqrec.client import AsyncRecommenderClient, RecommendationError, RecommenderClient
+from seqrec.model_repository.export import (ENSEMBLE, MODEL, PREPROCESS, ExportConfig,
+                                            export_repository, versions)
+from seqrec.model_repository.lookup import ItemLookup
 from seqrec.preprocessing.workflow import ITEM_LIST, encode_sessions, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
+
+from conftest import MAX_LEN
 
 pytestmark = pytest.mark.slow
 
@@ -24,31 +35,157 @@ def client(server):
         yield c
 
 
+@pytest.fixture(scope="module")
+def offline(etl, trained):
+    """What offline evaluation sees: the workflow, the vocabulary, the model, real histories."""
+    workflow = load_workflow(Path(etl.output_dir) / "workflow")
+    vocab = item_vocabulary(workflow)
+    rows = pd.read_parquet(Path(etl.output_dir) / "test.parquet")[ITEM_LIST]
+    raw = [vocab[r[:-1]] for r in rows]  # what a user would send: original ids, target held out
+    return dict(workflow=workflow, vocab=vocab, model=load_checkpoint(trained.output_dir), raw=raw)
+
+
+def offline_top(offline, sessions, k=10):
+    encoded = encode_sessions(offline["workflow"], sessions)
+    top, scores = recommend(offline["model"], encoded, k=k)
+    return offline["vocab"][top], scores
+
+
+def assert_served_equals_offline(client, offline, sessions):
+    want_ids, want_scores = offline_top(offline, sessions)
+    got = [client.recommend(s) for s in sessions[:50]]  # one request per session ...
+    for start in range(50, len(sessions), 50):  # ... and padded + lengths batches
+        got += client.recommend_batch(sessions[start:start + 50])
+    assert len(got) == len(sessions)
+    for g, ids, scores in zip(got, want_ids, want_scores):
+        assert g.item_ids == ids.tolist()
+        np.testing.assert_allclose(g.scores, scores, atol=1e-4, rtol=0)
+    assert len({tuple(i) for i in want_ids.tolist()}) > 1  # not one constant answer
+
+
 def test_repository_layout(repository):
     for name in (ENSEMBLE, PREPROCESS, MODEL):
         assert (repository / name / "config.pbtxt").is_file()
-        assert (repository / name / "1").is_dir()
-    assert (repository / PREPROCESS / "1" / "workflow" / "workflow.pkl").is_file()
+        assert versions(repository / name) == [1]
+    pre = repository / PREPROCESS / "1"
+    assert (pre / "item_lookup.npz").is_file() and (pre / "lookup.py").is_file()
     assert (repository / MODEL / "1" / "checkpoint" / "model.pt").is_file()
+    assert (repository / MODEL / "1" / "scorer.pt2").is_file()  # GPT-2 exports
     assert 'platform: "ensemble"' in (repository / ENSEMBLE / "config.pbtxt").read_text()
-    assert "KIND_CPU" in (repository / MODEL / "config.pbtxt").read_text()
+    model_cfg = (repository / MODEL / "config.pbtxt").read_text()
+    assert "KIND_CPU" in model_cfg and "dynamic_batching" in model_cfg
+    assert "allow_ragged_batch: true" in model_cfg
 
 
-def test_served_top10_equals_offline_for_50_real_users(server, client, etl, trained):
+def test_preprocess_model_needs_neither_training_code_nor_nvtabular(repository, offline):
+    """The preprocessing step runs from the repository alone: block seqrec, torch and NVTabular
+    and encode real sessions with the copied lookup."""
+    pre = repository / PREPROCESS / "1"
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, *a):
+        if name.split('.')[0] in ('seqrec', 'torch', 'nvtabular', 'merlin', 'pandas'):
+            raise ImportError('blocked ' + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(pre)!r})
+import numpy as np
+from lookup import ItemLookup
+lk = ItemLookup.load({str(pre)!r})
+vals, offs = lk.encode(np.array({offline['raw'][0][:5].tolist()!r}), np.array([0, 5]))
+print(vals.tolist())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    want = encode_sessions(offline["workflow"], [offline["raw"][0][:5]])[0]
+    assert json.loads(out.stdout) == want.tolist()
+
+
+def test_model_step_scores_without_training_code(repository, offline):
+    """scorer.pt2 runs with torch alone (seqrec, transformers, NVTabular blocked) and gives the
+    top-10 of recommend() on real encoded histories."""
+    histories = encode_sessions(offline["workflow"], offline["raw"][:32])
+    width = max(len(h) for h in histories)
+    padded = [h.tolist() + [0] * (width - len(h)) for h in histories]
+    code = f"""
+import sys, json
+for name in ('seqrec', 'transformers', 'nvtabular', 'merlin', 'pandas'):
+    sys.modules[name] = None  # import fails; importlib.util.find_spec (torch probes) says None
+import torch
+scorer = torch.export.load({str(repository / MODEL / "1" / "scorer.pt2")!r}).module()
+top = torch.topk(scorer(torch.tensor({padded!r})), 10, dim=1)
+print(json.dumps([top.indices.tolist(), top.values.tolist()]))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    ids, scores = json.loads(out.stdout.strip().splitlines()[-1])
+    want_ids, want_scores = recommend(offline["model"], histories, k=10)
+    assert ids == want_ids.tolist()
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5, rtol=0)
+
+
+def test_compiled_lookup_equals_the_workflow_on_real_sessions(repository, offline):
+    """Every real test sequence, plus unknown/negative ids spliced in and sessions longer than
+    the workflow's max_len (truncation happens before unknown ids are dropped)."""
+    rng = np.random.default_rng(0)
+    raw = offline["raw"]
+    sessions = list(raw)
+    for s in raw[:200]:  # unknown and negative ids at random places
+        pos = rng.integers(0, len(s) + 1, size=3)
+        sessions.append(np.insert(s, pos, [999_999, -7, 10**12]))
+    for a, b in zip(raw[:100], raw[100:200]):  # longer than max_len, unknowns near the cut
+        long = np.concatenate([a, [-1] * 3, b])
+        sessions.append(long)
+    sessions += [np.array([-5, 123456789]), np.array([raw[0][0]]), np.array([], dtype=np.int64)]
+    sessions.insert(7, np.array([], dtype=np.int64))  # empty rows inside and at the end
+    assert max(len(s) for s in sessions) > MAX_LEN
+    lookup = ItemLookup.load(repository / PREPROCESS / "1")
+    lengths = np.array([len(s) for s in sessions])
+    values, offsets = lookup.encode(np.concatenate(sessions), np.concatenate([[0], np.cumsum(lengths)]))
+    got = np.split(values, offsets[1:-1])
+    want = encode_sessions(offline["workflow"], sessions)
+    assert len(got) == len(want) == len(sessions)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+
+
+def test_served_top10_equals_offline_for_200_real_users(server, client, offline):
     """The core promise: the same raw history gives the same top-10 (original ids) and scores."""
-    workflow = load_workflow(Path(etl.output_dir) / "workflow")
-    vocab = item_vocabulary(workflow)
-    model = load_checkpoint(trained.output_dir)
-    rows = pd.read_parquet(Path(etl.output_dir) / "test.parquet")[ITEM_LIST][:50]
-    raw_histories = [vocab[r[:-1]] for r in rows]  # what a user would send: original ids
-    encoded = encode_sessions(workflow, raw_histories)
-    top, scores = recommend(model, encoded, k=10)
-    offline_ids = vocab[top]
-    for raw, want_ids, want_scores in zip(raw_histories, offline_ids, scores):
-        got = client.recommend(raw.tolist())
-        assert got.item_ids == want_ids.tolist()
-        np.testing.assert_allclose(got.scores, want_scores, atol=1e-4, rtol=0)
-    assert len(set(map(tuple, offline_ids.tolist()))) > 1  # not one constant answer
+    assert_served_equals_offline(client, offline, offline["raw"][:200])
+
+
+def test_k_and_exclusions(server, client, offline):
+    session = offline["raw"][3]
+    ids, scores = offline_top(offline, [session], k=30)
+    got = client.recommend(session, k=30)
+    assert got.item_ids == ids[0].tolist()
+    np.testing.assert_allclose(got.scores, scores[0], atol=1e-4, rtol=0)
+    banned = ids[0][[0, 2, 5]].tolist()
+    got = client.recommend(session, k=10, exclude=banned + [999_999])
+    assert got.item_ids == [i for i in ids[0].tolist() if i not in banned][:10]
+    # k larger than the catalogue: the whole catalogue, ranked (documented, not an error).
+    catalogue = int((offline["vocab"] >= 0).sum())
+    everything = client.recommend(session, k=catalogue + 500)
+    assert len(everything.item_ids) == len(set(everything.item_ids)) == catalogue
+    assert everything.scores == sorted(everything.scores, reverse=True)
+    with pytest.raises(ValueError, match="k must be a positive integer"):
+        client.recommend(session, k=0)  # refused before sending ...
+    raw = grpcclient.InferenceServerClient(server.grpc_url)
+    with pytest.raises(InferenceServerException, match="'k' must be >= 1, got 0"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50]], k=0))  # ... and by the server
+
+
+def _raw_inputs(rows, k=None, dtype="INT64", lengths=None):
+    arr = np.array(rows, dtype=np.int64 if dtype == "INT64" else np.int32)
+    inputs = [grpcclient.InferInput("item_ids", list(arr.shape), dtype)]
+    inputs[0].set_data_from_numpy(arr)
+    for name, value in (("k", k), ("lengths", lengths)):
+        if value is not None:
+            t = np.full((len(rows), 1), value, dtype=np.int64) if np.isscalar(value) else \
+                np.array(value, dtype=np.int64).reshape(len(rows), 1)
+            inputs.append(grpcclient.InferInput(name, list(t.shape), "INT64"))
+            inputs[-1].set_data_from_numpy(t)
+    return inputs
 
 
 def test_empty_session_is_a_clear_error(server, client):
@@ -65,19 +202,123 @@ def test_unknown_items_are_ignored_or_named(server, client):
     assert client.is_ready()
 
 
-def test_non_integer_ids_are_rejected(server, client):
+def test_too_long_session_is_truncated_not_rejected(server, client, offline):
+    long = np.concatenate(offline["raw"][:8])
+    assert len(long) > 4 * MAX_LEN
+    ids, _ = offline_top(offline, [long[-MAX_LEN:]])
+    assert client.recommend(long).item_ids == ids[0].tolist()
+
+
+def test_wrong_dtype_and_missing_input_are_rejected(server, client):
     with pytest.raises(ValueError, match="abc"):
         client.recommend([50, "abc"])
     raw = grpcclient.InferenceServerClient(server.grpc_url)
-    tensor = grpcclient.InferInput("item_ids", [2], "BYTES")
-    tensor.set_data_from_numpy(np.array([b"50", b"abc"], dtype=object))
+    tensor = grpcclient.InferInput("item_ids", [1, 2], "BYTES")
+    tensor.set_data_from_numpy(np.array([[b"50", b"abc"]], dtype=object))
     with pytest.raises(InferenceServerException, match="TYPE_STRING|BYTES|data.type"):
         raw.infer(ENSEMBLE, [tensor])
-    assert raw.is_server_ready()
-
-
-def test_missing_input_tensor_is_rejected(server):
-    raw = grpcclient.InferenceServerClient(server.grpc_url)
-    with pytest.raises(InferenceServerException, match="item_ids|input"):
-        raw.infer(ENSEMBLE, [])
+    with pytest.raises(InferenceServerException, match="INT32.*INT64|INT64.*INT32"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50, 172]], dtype="INT32"))
+    with pytest.raises(InferenceServerException, match="item_ids"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50]], k=5)[1:])  # only k, no item_ids
+    with pytest.raises(InferenceServerException, match=r"lengths\[0\] = 9 is outside 0..2"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50, 172]], lengths=9))
     assert raw.is_server_ready() and raw.is_model_ready(ENSEMBLE)
+
+
+def test_bad_row_names_itself_and_good_requests_in_the_same_batch_survive(server, client, offline):
+    good = [s for s in offline["raw"][:24]]
+    with pytest.raises(RecommendationError, match=r"empty session \(row 1\)"):
+        client.recommend_batch([good[0], [], good[1]])
+    with pytest.raises(RecommendationError, match=r"row 2\): unknown item id\(s\) \[-3\]"):
+        client.recommend_batch([good[0], good[1], [-3]])
+    want = [r.item_ids for r in client.recommend_batch(good)]
+
+    def stats():
+        s = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(
+            PREPROCESS, as_json=True)["model_stats"][0]
+        return int(s.get("inference_count", 0)), int(s.get("execution_count", 0))
+
+    async def storm():
+        bad = [[], [-1, -2], [999_999]]
+        async with AsyncRecommenderClient(server.grpc_url, timeout_s=60) as ac:
+            jobs = [ac.recommend(s) for s in good] + [ac.recommend(b) for b in bad * 8]
+            return await asyncio.gather(*jobs, return_exceptions=True)
+
+    infer0, exec0 = stats()
+    results = asyncio.run(storm())
+    infer1, exec1 = stats()
+    answers, errors = results[:len(good)], results[len(good):]
+    assert [a.item_ids for a in answers] == want  # no good request lost or mixed up
+    assert all(isinstance(e, RecommendationError) for e in errors)
+    assert exec1 - exec0 < infer1 - infer0  # requests really were batched together
+    assert client.is_ready()
+
+
+def test_model_metadata_and_health(client):
+    meta = client.model_metadata()
+    assert meta["name"] == ENSEMBLE
+    assert {i["name"] for i in meta["inputs"]} == {"item_ids", "lengths", "k", "exclude_item_ids"}
+    assert client.is_live() and client.is_ready()
+
+
+@contextlib.contextmanager
+def seqrec_serve_explicit(repo: Path):
+    """`seqrec serve --model-control explicit` as a user runs it; yields its gRPC address."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "seqrec.cli", "serve", "--config", str(root / "configs/ml-100k.yaml"),
+         "--repository", str(repo), "--model-control", "explicit"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        for line in proc.stdout:  # ends if the server fails to start (the CLI exits)
+            lines.append(line)
+            if line.strip().startswith("gRPC"):
+                break
+        assert lines and lines[-1].strip().startswith("gRPC"), "".join(lines)
+        yield lines[-1].split()[-1]
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the CLI stops tritonserver cleanly
+        proc.communicate(timeout=60)
+
+
+def test_versions_reload_faults_and_unload_with_explicit_model_control(
+        tmp_path, etl, trained, offline):
+    """Export twice -> version 2 served after a reload without restart and equal to offline; a
+    corrupt or incomplete version 3 fails to load with a clear message and version 2 keeps
+    serving; after an unload, a request gets a clear error and the server stays ready."""
+    cfg = ExportConfig(data_dir=etl.output_dir, model_dir=trained.output_dir,
+                       repository=str(tmp_path / "repo"))
+    repo = export_repository(cfg)
+    with seqrec_serve_explicit(repo) as url, \
+            RecommenderClient(url, timeout_s=60, retries=0) as c:
+        assert c.model_version_ready(1, MODEL)
+        export_repository(cfg)
+        assert versions(repo / MODEL) == [1, 2]
+        reload = subprocess.run([sys.executable, "-m", "seqrec.cli", "model", "load", ENSEMBLE,
+                                 "--url", url], capture_output=True, text=True, timeout=180)
+        assert reload.returncode == 0, reload.stderr  # reloads the changed members too
+        assert c.model_version_ready(2, MODEL) and c.model_version_ready(2, PREPROCESS)
+        assert not c.model_version_ready(1, MODEL)
+        assert_served_equals_offline(c, offline, offline["raw"][200:400])
+
+        shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
+        (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
+        with pytest.raises(RecommendationError,
+                           match=r"3/scorer\.pt2 is not a readable exported program"):
+            c.load_model(MODEL)
+        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
+        (repo / MODEL / "3" / "checkpoint" / "config.json").unlink()  # missing
+        with pytest.raises(RecommendationError, match=r"3/checkpoint/config\.json not found"):
+            c.load_model(MODEL)
+        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
+        assert c.is_ready()
+        assert c.recommend(offline["raw"][0]).item_ids  # still served by version 2
+
+        c.unload_model(ENSEMBLE)
+        with pytest.raises(RecommendationError, match=ENSEMBLE):
+            c.recommend([50, 172])
+        assert c._client.is_server_ready()
+        c.load_model(ENSEMBLE)  # and back, still without a restart
+        assert c.recommend(offline["raw"][0]).item_ids

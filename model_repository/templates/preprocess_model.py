@@ -1,37 +1,125 @@
-"""Triton python-backend model: raw session (original item ids) -> encoded ids, through the
-NVTabular workflow saved by `seqrec preprocess` (copied next to this file)."""
-import json
+"""Triton python-backend model: raw sessions (original item ids) -> encoded ids.
+
+Runs the saved workflow's compiled form (lookup.py + item_lookup.npz, both copied next to this
+file by `seqrec export`), so it needs numpy only: no NVTabular, no training code. Every request
+of one dynamic batch is encoded in ONE vectorised call; errors are answered per request.
+
+Inputs per request (batch of B sessions, right-padded):
+  item_ids          INT64 [B, L]  original ids, oldest first
+  lengths           INT64 [B, 1]  optional: real length of each row (default: L)
+  exclude_item_ids  INT64 [B, E]  optional: original ids never to recommend (unknown ids ignored)
+  k                 INT64 [B, 1]  optional: how many items, the same for every row (>= 1)
+Outputs: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (unknown -> 0),
+top_k INT64 [B, 1] (the checked k; 0 = the exported default).
+"""
+import sys
 from pathlib import Path
 
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from seqrec.preprocessing.workflow import encode_sessions, load_workflow
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lookup import PAD_ID, ItemLookup  # noqa: E402  (the copy beside this file)
+
+MAX_SHOWN = 20
+
+
+def _error(message: str):
+    return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
+
+
+def _optional(request, name):
+    tensor = pb_utils.get_input_tensor_by_name(request, name)
+    return None if tensor is None else tensor.as_numpy()
 
 
 class TritonPythonModel:
     def initialize(self, args):
-        here = Path(args["model_repository"]) / args["model_version"]
-        self.workflow = load_workflow(here / "workflow")
-        self.output_dtype = pb_utils.triton_string_to_numpy(
-            pb_utils.get_output_config_by_name(json.loads(args["model_config"]), "encoded_items")["data_type"]
-        )
+        self.lookup = ItemLookup.load(Path(__file__).resolve().parent)
+
+    def _rows(self, request):
+        """(items [B, L], lengths [B]) of one request, or an error message naming the problem."""
+        items = _optional(request, "item_ids")
+        if items is None:
+            return "missing input 'item_ids' (INT64 [batch, length], original item ids)"
+        items = items.reshape(items.shape[0], -1) if items.ndim else items.reshape(1, 1)
+        lengths = _optional(request, "lengths")
+        if lengths is None:
+            lengths = np.full(items.shape[0], items.shape[1], dtype=np.int64)
+        else:
+            lengths = lengths.reshape(-1)
+            if lengths.shape[0] != items.shape[0]:
+                return f"'lengths' has {lengths.shape[0]} rows but 'item_ids' has {items.shape[0]}"
+            bad = np.flatnonzero((lengths < 0) | (lengths > items.shape[1]))
+            if bad.size:
+                return (f"lengths[{bad[0]}] = {lengths[bad[0]]} is outside 0..{items.shape[1]} "
+                        "(the padded width of 'item_ids')")
+        k = _optional(request, "k")
+        if k is None:
+            k = np.zeros(items.shape[0], dtype=np.int64)
+        else:
+            k = k.reshape(-1)
+            if k.size != items.shape[0] or (k.size and (k != k[0]).any()):
+                return "'k' must hold one value per row, the same for every row of a request"
+            if k.size and k[0] < 1:
+                return f"'k' must be >= 1, got {int(k[0])}"
+        return items, lengths.astype(np.int64), k.astype(np.int64)
 
     def execute(self, requests):
-        # All requests of one call go through the workflow together (one transform, not N).
-        sessions = [pb_utils.get_input_tensor_by_name(r, "item_ids").as_numpy().reshape(-1) for r in requests]
-        encoded = encode_sessions(self.workflow, sessions)
-        responses = []
-        for raw, items in zip(sessions, encoded):
-            if raw.size == 0:
-                error = pb_utils.TritonError("empty session: 'item_ids' needs at least one item id")
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-            elif items.size == 0:
-                error = pb_utils.TritonError(
-                    f"no known item in the session: unknown item id(s) {raw[:20].tolist()}"
-                )
-                responses.append(pb_utils.InferenceResponse(output_tensors=[], error=error))
-            else:
-                out = pb_utils.Tensor("encoded_items", items.astype(self.output_dtype))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+        parsed = [self._rows(r) for r in requests]
+        good = [i for i, p in enumerate(parsed) if not isinstance(p, str)]
+        # One flat ragged batch (values + offsets) for every good row of every request.
+        values, lengths = [], []
+        for i in good:
+            items, n, _ = parsed[i]
+            values.append(items[np.arange(items.shape[1]) < n[:, None]])
+            lengths.append(n)
+        all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64)
+        flat = np.concatenate(values) if values else np.zeros(0, dtype=np.int64)
+        encoded, enc_offsets = self.lookup.encode(flat, offsets)
+        enc_lengths = np.diff(enc_offsets)
+
+        responses = [None] * len(requests)
+        row = 0
+        for i, p in enumerate(parsed):
+            if isinstance(p, str):
+                responses[i] = _error(p)
+                continue
+            items, n, k = p
+            rows = slice(row, row + len(n))
+            row += len(n)
+            responses[i] = self._response(requests[i], items, n, k, encoded, enc_offsets[rows],
+                                          enc_lengths[rows])
         return responses
+
+    def _response(self, request, items, n, k, encoded, starts, enc_lengths):
+        empty = np.flatnonzero(n == 0)
+        if empty.size:
+            return _error(f"empty session (row {empty[0]}): 'item_ids' needs at least one item id")
+        unknown = np.flatnonzero(enc_lengths == 0)
+        if unknown.size:
+            r = unknown[0]
+            shown = items[r, : n[r]][-MAX_SHOWN:].tolist()
+            return _error(f"no known item in the session (row {r}): unknown item id(s) {shown}")
+        width = int(enc_lengths.max())
+        out = np.full((len(n), width), PAD_ID, dtype=np.int64)
+        # Right-pad every encoded row: position j of row r holds encoded[start_r + j].
+        cols = np.arange(width)
+        mask = cols < enc_lengths[:, None]
+        out[mask] = encoded[(starts[:, None] + cols)[mask]]
+        exclude = _optional(request, "exclude_item_ids")
+        if exclude is None:
+            exclude_enc = np.zeros((len(n), 0), dtype=np.int64)
+        else:
+            exclude = exclude.reshape(exclude.shape[0], -1) if exclude.ndim else exclude.reshape(1, 1)
+            if exclude.shape[0] != len(n):
+                return _error(f"'exclude_item_ids' has {exclude.shape[0]} rows but 'item_ids' "
+                              f"has {len(n)}")
+            exclude_enc = self.lookup.encode_items(exclude.reshape(-1)).reshape(exclude.shape)
+            exclude_enc[exclude_enc < 3] = PAD_ID
+        return pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor("encoded_items", out),
+            pb_utils.Tensor("exclude_encoded", exclude_enc.astype(np.int64)),
+            pb_utils.Tensor("top_k", k.reshape(-1, 1)),
+        ])

@@ -1,5 +1,13 @@
-"""Triton python-backend model: encoded session -> top-k ORIGINAL item ids and scores, through
-seqrec's recommend() (the same function offline evaluation uses)."""
+"""Triton python-backend model: encoded sessions -> top-k ORIGINAL item ids and scores, once per
+dynamic batch. With scorer.pt2 beside this file (a torch.export program that `seqrec export`
+checked against recommend() on real histories) it needs torch only; otherwise it calls
+seqrec's recommend() (the function offline evaluation uses) on the checkpoint.
+
+Inputs per request: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (0 = none),
+top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size).
+Outputs: top_item_ids INT64 [B, k], top_scores FP32 [B, k], best first. When exclusions leave
+fewer than k items, the tail is id -1 with score -inf.
+"""
 import json
 from pathlib import Path
 
@@ -7,32 +15,97 @@ import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
 
-from seqrec.training.checkpoint import load_checkpoint
-from seqrec.training.recommend import recommend
+PAD_ID = 0
 
 
 class TritonPythonModel:
     def initialize(self, args):
         here = Path(args["model_repository"]) / args["model_version"]
-        config = json.loads(args["model_config"])
-        self.k = int(config["parameters"]["top_k"]["string_value"])
-        self.exclude_seen = config["parameters"]["exclude_seen"]["string_value"] == "true"
-        self.model = load_checkpoint(here / "checkpoint")
+        params = json.loads(args["model_config"])["parameters"]
+        self.k = int(params["top_k"]["string_value"])
+        self.exclude_seen = params["exclude_seen"]["string_value"] == "true"
+        threads = int(params.get("torch_threads", {}).get("string_value", "0"))
+        if threads > 0:
+            torch.set_num_threads(threads)  # the server's other threads need the remaining cores
+        self.device = "cpu"
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
-            self.model.to(f"cuda:{args['model_instance_device_id']}")
+            self.device = f"cuda:{args['model_instance_device_id']}"
+        for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json"):
+            if not needed.is_file():
+                raise FileNotFoundError(f"{needed} not found: incomplete model version")
+        if (here / "scorer.pt2").is_file():
+            self.max_len = json.loads((here / "checkpoint" / "config.json").read_text())["max_len"]
+            try:
+                self.scorer = torch.export.load(str(here / "scorer.pt2")).module().to(self.device)
+            except Exception as err:  # a truncated or foreign file: say which one
+                raise RuntimeError(f"{here / 'scorer.pt2'} is not a readable exported "
+                                   f"program ({type(err).__name__}: {err})") from None
+            self.model = None
+        else:
+            from seqrec.training.checkpoint import load_checkpoint
+
+            self.model, self.scorer = load_checkpoint(here / "checkpoint").to(self.device), None
         self.vocabulary = np.load(here / "item_vocabulary.npy")  # encoded id -> original id
+        self.catalogue = int((self.vocabulary >= 0).sum())
+
+    def _k(self, request) -> int:
+        k = int(pb_utils.get_input_tensor_by_name(request, "top_k").as_numpy().reshape(-1)[0])
+        # Checked (>= 1, one per request) by the preprocessing step; 0 means the default.
+        return min(k if k > 0 else self.k, self.catalogue)  # above the catalogue: all of it
 
     def execute(self, requests):
-        histories = [pb_utils.get_input_tensor_by_name(r, "encoded_items").as_numpy().reshape(-1) for r in requests]
-        top, scores = recommend(self.model, histories, k=self.k, exclude_seen=self.exclude_seen)
+        items = [pb_utils.get_input_tensor_by_name(r, "encoded_items").as_numpy() for r in requests]
+        excludes = [pb_utils.get_input_tensor_by_name(r, "exclude_encoded").as_numpy() for r in requests]
+        ks = [self._k(r) for r in requests]
+        histories, row_k, row_excl = [], [], []
+        for i in range(len(requests)):
+            lengths = (items[i] != PAD_ID).sum(axis=1)
+            histories += [row[:n] for row, n in zip(items[i], lengths)]
+            row_k += [ks[i]] * len(items[i])
+            row_excl.append(excludes[i])
         responses = []
-        for ids, vals in zip(self.vocabulary[top], scores):
-            responses.append(
-                pb_utils.InferenceResponse(
-                    output_tensors=[
-                        pb_utils.Tensor("top_item_ids", ids.astype(np.int64)),
-                        pb_utils.Tensor("top_scores", vals.astype(np.float32)),
-                    ]
-                )
-            )
+        width = max(e.shape[1] for e in row_excl)
+        excl = np.zeros((len(histories), width), dtype=np.int64)
+        at = 0
+        for e in row_excl:
+            excl[at:at + len(e), : e.shape[1]] = e
+            at += len(e)
+        # Rank k + (number of exclusions) and drop the excluded: the same as masking them first.
+        depth = min(max(row_k) + width, self.catalogue)
+        top, scores = self._top(histories, depth)
+        dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
+        order = np.argsort(dropped, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        dropped = np.take_along_axis(dropped, order, axis=1)
+        ids = np.where(dropped, -1, self.vocabulary[top])
+        scores = np.where(dropped, -np.inf, scores).astype(np.float32)
+        at = 0
+        for i in range(len(requests)):
+            rows, k = slice(at, at + len(items[i])), ks[i]
+            at += len(items[i])
+            responses.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("top_item_ids", np.ascontiguousarray(ids[rows, :k], dtype=np.int64)),
+                pb_utils.Tensor("top_scores", np.ascontiguousarray(scores[rows, :k])),
+            ]))
         return responses
+
+    def _top(self, histories, depth):
+        if self.scorer is None:
+            from seqrec.training.recommend import recommend
+
+            return recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen)
+        lengths = np.array([len(h) for h in histories])
+        kept = np.minimum(lengths, self.max_len)  # the LAST max_len items, as recommend() keeps
+        batch = np.zeros((len(histories), int(kept.max())), dtype=np.int64)
+        mask = np.arange(batch.shape[1]) < kept[:, None]
+        batch[mask] = np.concatenate([h[len(h) - n:] for h, n in zip(histories, kept)])
+        items = torch.from_numpy(batch).to(self.device)
+        with torch.no_grad():
+            scores = self.scorer(items)
+            if self.exclude_seen:
+                rows = torch.arange(len(items), device=self.device)[:, None].expand_as(items)
+                seen = items != PAD_ID
+                scores[rows[seen], items[seen]] = float("-inf")
+            top = torch.topk(scores, min(depth, scores.shape[1]), dim=1)
+        return top.indices.cpu().numpy(), top.values.float().cpu().numpy()

@@ -1,0 +1,183 @@
+"""Load test of the served MovieLens-100k model over gRPC: latency at concurrency 1, requests/s at
+higher concurrency, 10% bad requests mixed in; prints a table, writes bench/results/serving.json.
+
+    python bench/serving.py                       # builds artifacts/ml-100k/* if missing
+    python bench/serving.py --requests 2000       # a quicker look
+
+Client and server share the machine (as in the targets). Every good answer is checked against the
+answer the same session got at concurrency 1, so batching under load cannot silently mix rows.
+`perf_analyzer` is not used: the pip package `perf-analyzer` resolves here only to a 0.1.0
+placeholder without the binary; the load generator is tritonclient's asyncio gRPC client.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from seqrec.client import AsyncRecommenderClient, RecommendationError, RecommenderClient
+
+ROOT = Path(__file__).resolve().parents[1]
+BAD_KINDS = ("empty session", "only unknown ids", "negative ids only")
+
+
+def ensure_model(config: str, epochs: int) -> Path:
+    """The demo recipe's repository; ETL + training + export only when it is missing."""
+    from seqrec.config import build, load_recipe
+    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
+    from seqrec.training.trainer import TrainConfig, train
+
+    recipe = load_recipe(config)
+    export = build(ExportConfig, recipe.get("export"))
+    if (Path(export.repository) / "seqrec" / "config.pbtxt").is_file():
+        return Path(export.repository)
+    etl_cfg = build(ETLConfig, recipe.get("etl"))
+    if not (Path(etl_cfg.output_dir) / "test.parquet").is_file():
+        run_etl(etl_cfg)
+    train_cfg = build(TrainConfig, recipe.get("train"), epochs=epochs)
+    if not (Path(train_cfg.output_dir) / "model.pt").is_file():
+        train(train_cfg)
+    return export_repository(export)
+
+
+def workload(data_dir: Path, n: int, bad_share: float, seed: int = 0):
+    """n requests: real held-out histories (original ids), a share of them replaced by bad ones."""
+    from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
+
+    vocab = item_vocabulary(load_workflow(data_dir / "workflow"))
+    rows = pd.read_parquet(data_dir / "test.parquet")[ITEM_LIST]
+    sessions = [vocab[r[:-1]].tolist() for r in rows]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, len(sessions), size=n)
+    bad = rng.random(n) < bad_share
+    bad_sessions = {"empty session": [], "only unknown ids": [999_999_999, 888_888_888],
+                    "negative ids only": [-1, -2, -3]}
+    kinds = rng.integers(0, len(BAD_KINDS), size=n)
+    return [(int(p), bad_sessions[BAD_KINDS[k]] if b else sessions[p], bool(b))
+            for p, b, k in zip(picks, bad, kinds)]
+
+
+def sequential(url: str, requests) -> dict:
+    """Concurrency 1 with the blocking client: per-request latency of good requests."""
+    latencies, answers, failed_good, bad_ok = [], {}, 0, 0
+    with RecommenderClient(url, timeout_s=30) as client:
+        for key, items, bad in tqdm(requests, desc="concurrency 1", leave=False):
+            t0 = time.perf_counter()
+            try:
+                rec = client.recommend(items)
+            except RecommendationError:
+                failed_good += not bad
+                continue
+            finally:
+                dt = time.perf_counter() - t0
+            if bad:
+                bad_ok += 1
+                continue
+            latencies.append(dt * 1000)
+            answers.setdefault(key, rec.item_ids)
+    return dict(latencies=np.array(latencies), answers=answers, failed_good=failed_good,
+                bad_answered=bad_ok)
+
+
+async def _concurrent(url: str, requests, concurrency: int, answers: dict) -> dict:
+    queue = iter(requests)
+    stats = dict(failed_good=0, mismatched=0, bad_answered=0, latencies=[])
+
+    async def worker(client):
+        for key, items, bad in queue:
+            t0 = time.perf_counter()
+            try:
+                rec = await client.recommend(items)
+            except RecommendationError:
+                stats["failed_good"] += not bad
+                continue
+            stats["latencies"].append((time.perf_counter() - t0) * 1000)
+            if bad:
+                stats["bad_answered"] += 1
+            elif key in answers and rec.item_ids != answers[key]:
+                stats["mismatched"] += 1
+
+    async with AsyncRecommenderClient(url, timeout_s=60) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        stats["seconds"] = time.perf_counter() - t0
+    stats["latencies"] = np.array(stats["latencies"])
+    return stats
+
+
+def percentiles(ms: np.ndarray) -> dict:
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs/ml-100k.yaml"))
+    ap.add_argument("--repository", help="an exported repository (default: the recipe's)")
+    ap.add_argument("--epochs", type=int, default=5, help="when the model must be trained first")
+    ap.add_argument("--requests", type=int, default=10_000)
+    ap.add_argument("--bad-share", type=float, default=0.1)
+    ap.add_argument("--concurrency", default="8,16,32")
+    ap.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
+    args = ap.parse_args()
+
+    from seqrec.config import build, load_recipe
+    from seqrec.model_repository.export import ExportConfig
+    from seqrec.model_repository.server import TritonServer
+
+    repo = Path(args.repository) if args.repository else ensure_model(args.config, args.epochs)
+    data_dir = Path(build(ExportConfig, load_recipe(args.config).get("export")).data_dir)
+    requests = workload(data_dir, args.requests, args.bad_share)
+    n_bad = sum(b for _, _, b in requests)
+    rows = []
+    with TritonServer(repo) as server:
+        with RecommenderClient(server.grpc_url) as warm:  # first calls load lazily-built state
+            for _, items, bad in requests[:50]:
+                if not bad:
+                    warm.recommend(items)
+        seq = sequential(server.grpc_url, requests)
+        rows.append(dict(concurrency=1, requests=len(requests), bad=n_bad,
+                         failed_good=seq["failed_good"], mismatched=0,
+                         bad_answered=seq["bad_answered"],
+                         requests_per_s=round(len(requests) / (seq["latencies"].sum() / 1000
+                                                                + 1e-9), 1),
+                         **percentiles(seq["latencies"])))
+        for c in (int(x) for x in args.concurrency.split(",")):
+            st = asyncio.run(_concurrent(server.grpc_url, requests, c, seq["answers"]))
+            rows.append(dict(concurrency=c, requests=len(requests), bad=n_bad,
+                             failed_good=st["failed_good"], mismatched=st["mismatched"],
+                             bad_answered=st["bad_answered"],
+                             requests_per_s=round(len(requests) / st["seconds"], 1),
+                             **percentiles(st["latencies"])))
+        startup = server.startup_seconds
+    # concurrency 1: requests/s is 1 / mean latency of good requests (the loop has no think time)
+    result = dict(
+        what="gRPC load on the served MovieLens-100k GPT-2 ensemble (client and server on the "
+             "same machine); latencies of good requests, measured on the client",
+        machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
+                     python=platform.python_version()),
+        repository=str(repo), server_start_s=round(startup, 1), bad_share=args.bad_share,
+        bad_kinds=list(BAD_KINDS), perf_analyzer="not available (pip perf-analyzer is a 0.1.0 "
+        "placeholder here)", targets=dict(p50_ms_c1=5, p99_ms_c1=15, requests_per_s_c16=400),
+        results=rows)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    cols = ["concurrency", "requests", "bad", "failed_good", "mismatched", "requests_per_s",
+            "p50_ms", "p90_ms", "p99_ms"]
+    print(" ".join(f"{c:>14}" for c in cols))
+    for r in rows:
+        print(" ".join(f"{r[c]:>14}" for c in cols))
+    print(f"-> {out}")
+
+
+if __name__ == "__main__":
+    main()
