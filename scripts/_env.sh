@@ -28,7 +28,9 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   _quiet_pip --no-deps recbole==1.2.1  # only for the MovieLens-100k files inside its wheel
   _quiet_pip --no-deps -e "$ROOT"
   # recbole is installed without its dependencies on purpose (we only read its data files)
-  if "$VENV/bin/python" -m pip check | grep -v -e '^recbole ' -e '^No broken' >&2; then
+  broken="$("$VENV/bin/python" -m pip check 2>&1 | grep -v -e '^recbole ' -e '^No broken' || true)"
+  if [ -n "$broken" ]; then
+    echo "$broken" >&2
     echo "seqrec: pip check found broken requirements (above)" >&2
     exit 1
   fi
