@@ -264,7 +264,8 @@ def test_map_auc_and_unseen_popularity_by_hand():
 
     m = ranking_metrics(np.array([[5, 6, 7], [1, 2, 3]]), np.array([6, 9]), cutoffs=(3,))
     assert m["map@3"] == pytest.approx(0.5 / 2)  # one relevant item: AP = 1 / rank
-    assert binary_auc(np.array([0.9, 0.1, 0.8, 0.3]), np.array([1, 0, 0, 1])) == pytest.approx(0.5)
+    assert binary_auc(np.array([0.9, 0.1, 0.8, 0.3]), np.array([1, 0, 0, 1])) == pytest.approx(3 / 4)
+    assert binary_auc(np.ones(4), np.array([1, 0, 0, 1])) == pytest.approx(0.5)  # ties
     assert binary_auc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
     counts = np.array([-np.inf, -np.inf, -np.inf, 5, 9, 1, 7])
     top = popularity_top_unseen(counts, [np.array([4]), np.array([6, 3])], k=2)
