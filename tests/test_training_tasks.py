@@ -270,3 +270,21 @@ def test_map_auc_and_unseen_popularity_by_hand():
     counts = np.array([-np.inf, -np.inf, -np.inf, 5, 9, 1, 7])
     top = popularity_top_unseen(counts, [np.array([4]), np.array([6, 3])], k=2)
     assert top.tolist() == [[6, 3], [4, 5]]
+
+
+def test_resume_continues_exactly_where_training_stopped(etl, tmp_path):
+    from seqrec.training.trainer import STATE_FILE, train
+
+    def run(name, epochs, resume=False):
+        cfg = TrainConfig(data_dir=etl.output_dir, output_dir=str(tmp_path / name), epochs=epochs,
+                          steps_per_epoch=3, patience=10, resume=resume,
+                          model={"d_model": 16, "n_layers": 1})  # GPT-2 CLM, dropout 0.2
+        return train(cfg, progress=False)
+
+    straight = run("straight", 3)
+    run("resumed", 2)
+    resumed = run("resumed", 3, resume=True)
+    assert resumed.losses == straight.losses and len(resumed.losses) == 3
+    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)["model"]
+    b = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
