@@ -3,6 +3,8 @@ checkpoint of the best epoch."""
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +38,7 @@ class TrainConfig:
     eval_batch_size: int = 256
     steps_per_epoch: int | None = None  # cap (CLM-last's prefix breakdown makes long epochs)
     eval_exclude_seen: bool = False  # evaluation never recommends items already in the history
+    resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
     model: dict = field(default_factory=dict)  # ModelConfig options (backbone, task, d_model, ...)
 
     def __post_init__(self):
@@ -83,6 +86,16 @@ def clm_loss(model: SequenceRecommender, batch: torch.Tensor) -> torch.Tensor:
     return model.loss(batch)
 
 
+STATE_FILE = "trainer_state.pt"
+
+
+def _save_state(path: Path, **state) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # never a half-written state
+
+
 def _lists(frame: pd.DataFrame) -> list[np.ndarray]:
     return list(frame[ITEM_LIST])
 
@@ -111,8 +124,22 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     generator = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
     out = Path(cfg.output_dir)
-    bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    out.mkdir(parents=True, exist_ok=True)
+    first_epoch = 1
+    state_file = out / STATE_FILE
+    if cfg.resume and state_file.is_file():
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        best, best_epoch, losses, bad_epochs = state["best"], state["best_epoch"], state["losses"], state["bad_epochs"]
+        first_epoch = state["epoch"] + 1
+    bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress,
+               initial=first_epoch - 1, total=cfg.epochs)
     for epoch in bar:
+        if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
+            break
         model.train()
         order = torch.randperm(len(unit_rows), generator=generator)
         if cfg.steps_per_epoch:
@@ -135,8 +162,12 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
             save_checkpoint(model, out)
         else:
             bad_epochs += 1
-            if bad_epochs >= cfg.patience:
-                break
+        # The last epoch's full training state (not the best weights), so a run can resume.
+        _save_state(state_file, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                    generator=generator.get_state(), torch_rng=torch.get_rng_state(), best=best,
+                    best_epoch=best_epoch, losses=losses, bad_epochs=bad_epochs)
+        if bad_epochs >= cfg.patience:
+            break
     from .checkpoint import load_checkpoint  # the best epoch, not the last
 
     model = load_checkpoint(out)
