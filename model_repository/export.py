@@ -165,7 +165,7 @@ def export_repository(cfg: ExportConfig) -> Path:
         rec = staging / MODEL
         rec.mkdir()
         (rec / "model.py").write_text(_template("recommender_model.py"))
-        shutil.copytree(model_dir, rec / "checkpoint", ignore=shutil.ignore_patterns("*.tmp"))
+        shutil.copytree(model_dir, rec / "checkpoint", ignore=shutil.ignore_patterns("*.tmp", "trainer_state.pt")  # optimizer state: training only)
         np.save(rec / "item_vocabulary.npy", vocabulary)
         why_not = export_scorer(model, _check_histories(data_dir), rec)
         if why_not:
