@@ -165,7 +165,9 @@ def export_repository(cfg: ExportConfig) -> Path:
         rec = staging / MODEL
         rec.mkdir()
         (rec / "model.py").write_text(_template("recommender_model.py"))
-        shutil.copytree(model_dir, rec / "checkpoint", ignore=shutil.ignore_patterns("*.tmp", "trainer_state.pt")  # optimizer state: training only)
+        # trainer_state.pt holds the optimizer state: only training needs it
+        skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
+        shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
         np.save(rec / "item_vocabulary.npy", vocabulary)
         why_not = export_scorer(model, _check_histories(data_dir), rec)
         if why_not:
