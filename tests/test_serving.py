@@ -70,6 +70,7 @@ def test_repository_layout(repository):
     pre = repository / PREPROCESS / "1"
     assert (pre / "item_lookup.npz").is_file() and (pre / "lookup.py").is_file()
     assert (repository / MODEL / "1" / "checkpoint" / "model.pt").is_file()
+    assert not (repository / MODEL / "1" / "checkpoint" / "trainer_state.pt").exists()
     assert (repository / MODEL / "1" / "scorer.pt2").is_file()  # GPT-2 exports
     assert 'platform: "ensemble"' in (repository / ENSEMBLE / "config.pbtxt").read_text()
     model_cfg = (repository / MODEL / "config.pbtxt").read_text()
