@@ -323,3 +323,20 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
         assert c._client.is_server_ready()
         c.load_model(ENSEMBLE)  # and back, still without a restart
         assert c.recommend(offline["raw"][0]).item_ids
+
+
+def test_bidirectional_model_served_equals_offline(tmp_path, etl, offline):
+    """A BERT model trained with MLM scores with a mask appended after the history; served
+    answers must still equal offline recommend() for 200 real sessions."""
+    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.model_repository.server import TritonServer
+    from seqrec.training.trainer import TrainConfig, train
+
+    trained = train(TrainConfig(data_dir=etl.output_dir, output_dir=str(tmp_path / "bert"), epochs=2,
+                                model={"backbone": "bert", "task": "mlm"}), progress=False)
+    repo = export_repository(ExportConfig(data_dir=etl.output_dir, model_dir=trained.output_dir,
+                                          repository=str(tmp_path / "repo")))
+    bert = dict(offline, model=load_checkpoint(trained.output_dir))
+    assert bert["model"].cfg.task == "mlm"
+    with TritonServer(repo) as srv, RecommenderClient(srv.grpc_url, timeout_s=30) as bclient:
+        assert_served_equals_offline(bclient, bert, bert["raw"][:200])
