@@ -43,6 +43,24 @@ def cmd_train(args) -> None:
     print(f"checkpoint: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run})")
 
 
+def cmd_incremental(args) -> None:
+    from seqrec.training.incremental import IncrementalConfig, train_incremental
+
+    from .config import build
+
+    cfg = build(IncrementalConfig, _recipe(args).get("incremental"), data_dir=args.data_dir,
+                output_dir=args.output_dir)
+    report = train_incremental(cfg)
+    print(f"{'trained on':14s}{'evaluated on':14s}{'sessions':>9s}{'ndcg@10':>9s}{'recall@10':>10s}{'pop ndcg@10':>12s}")
+    for w in report["windows"]:
+        print(f"{w['trained_on']:14s}{w['evaluated_on']:14s}{w['sessions']:9d}"
+              f"{w['model']['ndcg@10']:9.4f}{w['model']['recall@10']:10.4f}{w['popularity']['ndcg@10']:12.4f}")
+    avg = report["average"]
+    print(f"{'average':37s}{avg['model']['ndcg@10']:9.4f}{avg['model']['recall@10']:10.4f}"
+          f"{avg['popularity']['ndcg@10']:12.4f}")
+    print(f"report: {cfg.output_dir}/incremental.json, plot: {cfg.output_dir}/incremental.png")
+
+
 def cmd_export(args) -> None:
     from seqrec.model_repository.export import ExportConfig, export_repository
 
@@ -131,6 +149,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data-dir")
     p.add_argument("--output-dir")
     p.add_argument("--epochs", type=int)
+    p = add("incremental", cmd_incremental, "train on time window t, evaluate on t+1, continue")
+    p.add_argument("--data-dir")
+    p.add_argument("--output-dir")
     p = add("export", cmd_export, "write the Triton model repository")
     p.add_argument("--repository")
     p.add_argument("--top-k", type=int)

@@ -100,6 +100,32 @@ def _lists(frame: pd.DataFrame) -> list[np.ndarray]:
     return list(frame[ITEM_LIST])
 
 
+def training_units(model: SequenceRecommender, lists, max_len: int):
+    """The padded training matrix and its (row, end) examples for the model's task."""
+    matrix = pad_right(lists, max_len)
+    rows, ends = model.task.training_units((matrix != PAD_ID).sum(1).numpy())
+    return matrix, torch.from_numpy(rows), torch.from_numpy(ends)
+
+
+def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
+              steps_per_epoch: int | None = None) -> float:
+    """One pass over the (shuffled, optionally capped) training examples; the mean loss."""
+    model.train()
+    order = torch.randperm(len(unit_rows), generator=generator)
+    if steps_per_epoch:
+        order = order[: steps_per_epoch * batch_size]
+    total, steps = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        pick = order[i : i + batch_size]
+        loss = model.loss(gather_units(matrix, unit_rows[pick], unit_ends[pick]))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total, steps = total + loss.item(), steps + 1
+    return total / max(steps, 1)
+
+
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -118,9 +144,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
     # Training examples are (row, end) pairs into one padded matrix (see Task.training_units).
-    train_matrix = pad_right(train_lists, max_len)
-    unit_rows, unit_ends = (torch.from_numpy(a) for a in
-                            model.task.training_units((train_matrix != PAD_ID).sum(1).numpy()))
+    train_matrix, unit_rows, unit_ends = training_units(model, train_lists, max_len)
     generator = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
     out = Path(cfg.output_dir)
@@ -140,21 +164,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     for epoch in bar:
         if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
             break
-        model.train()
-        order = torch.randperm(len(unit_rows), generator=generator)
-        if cfg.steps_per_epoch:
-            order = order[: cfg.steps_per_epoch * cfg.batch_size]
-        total, steps = 0.0, 0
-        for i in range(0, len(order), cfg.batch_size):
-            pick = order[i : i + cfg.batch_size]
-            batch = gather_units(train_matrix, unit_rows[pick], unit_ends[pick])
-            loss = model.loss(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            total, steps = total + loss.item(), steps + 1
-        losses.append(total / steps)
+        losses.append(run_epoch(model, optimizer, train_matrix, unit_rows, unit_ends, generator,
+                                cfg.batch_size, cfg.steps_per_epoch))
         valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
         if valid["ndcg@10"] > best:
