@@ -7,14 +7,13 @@ partition would otherwise cut a session in two. The same code runs on a dask.dis
 """
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import nvtabular as nvt
 from merlin.io import Dataset
 
+from .staging import staged_directory
 from .workflow import KEY_COL
 
 
@@ -36,20 +35,11 @@ def group_partitioned(
     """Fit `workflow` on parquet `paths` and write its grouped output to `output_dir` (a folder
     of parquet parts), never holding the whole input in memory. Written to a temporary folder
     and moved into place when complete."""
-    final = Path(output_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    with staged_directory(output_dir) as staging:
         dataset = read_partitioned(paths, part_size)
         workflow.fit(dataset)
         shuffled = dataset.shuffle_by_keys([key])
         workflow.transform(shuffled).to_parquet(
             str(staging), out_files_per_proc=out_files_per_proc, write_hugectr_keyset=False
         )
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return final
+    return Path(output_dir)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import json
+from contextlib import closing
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 from .datasets import read_movielens_100k
 from .interactions import validate_interactions
 from .ops import LENGTH_COLUMN
+from .staging import staged_directory
 from .splits import leave_last_out, time_window_splits
 from .workflow import (
     ITEM_COL,
@@ -91,9 +92,7 @@ def run_etl(
         frame, source=f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
     )
     final = Path(config.output_dir)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
+    with staged_directory(final) as staging, closing(stages):
         workflow = build_workflow(
             staging / "categories",
             max_len=config.max_len,
@@ -137,14 +136,6 @@ def run_etl(
         (staging / "etl_summary.json").write_text(
             json.dumps({"config": asdict(config), **asdict(result)}, indent=2)
         )
-        if final.exists():
-            shutil.rmtree(final)
-        staging.rename(final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    finally:
-        stages.close()
     return result
 
 
