@@ -13,6 +13,8 @@ import pyarrow.parquet as pq
 
 from .datasets import read_movielens_100k
 from .ops import LENGTH_COLUMN
+from .readers import read_interactions as read_raw
+from .readers import reader_config
 from .splits import leave_last_out
 from .workflow import ITEM_LIST, as_dataset, build_workflow, item_vocabulary, transform_frame
 
@@ -26,6 +28,9 @@ class ETLConfig:
     dataset: str = "movielens-100k"
     max_len: int = 200  # longest stored sequence (history + target); older items are cut
     min_len: int = 3
+    # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
+    # options); when set it replaces `dataset`
+    source: dict | None = None
 
 
 @dataclass
@@ -43,6 +48,11 @@ class ETLResult:
 
 
 def read_interactions(config: ETLConfig) -> pd.DataFrame:
+    if config.source is not None:
+        source = reader_config(config.source)
+        frame = read_raw(source)
+        # the workflow groups by user_id: a session key takes that name (side columns are unused)
+        return frame[[source.key, "item_id", "timestamp"]].rename(columns={source.key: "user_id"})
     if config.dataset == "movielens-100k":
         return read_movielens_100k()
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")

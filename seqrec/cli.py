@@ -14,12 +14,16 @@ def _recipe(args):
 
 
 def cmd_preprocess(args) -> None:
+    from seqrec.preprocessing.interactions import InteractionError
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 
     from .config import build
 
     cfg = build(ETLConfig, _recipe(args).get("etl"), output_dir=args.output_dir, max_len=args.max_len)
-    result = run_etl(cfg)
+    try:
+        result = run_etl(cfg)
+    except InteractionError as err:  # bad raw input: the message names file, column and row
+        raise SystemExit(f"error: {err}") from None
     print(
         f"rows in: {result.rows_in:,}  sequences: {result.sequences}  items: {result.num_items:,}  "
         f"dropped (shorter than {cfg.min_len}): {result.dropped_short_sequences}  "
