@@ -5,6 +5,8 @@ redistribution, so seqrec never copies it into the repository.
 """
 from __future__ import annotations
 
+import sys
+import tarfile
 from importlib import resources
 from pathlib import Path
 
@@ -12,6 +14,8 @@ import pandas as pd
 
 from .interactions import validate_interactions
 
+T4R_SDIST = "transformers4rec-23.12.0.tar.gz"
+T4R_TESTING = "transformers4rec-23.12.0/transformers4rec/data/testing/"
 ML100K_PACKAGE = "recbole"
 ML100K_DIR = ("dataset_example", "ml-100k")
 
@@ -60,3 +64,26 @@ def read_movielens_100k_titles(folder: Path | None = None) -> dict[int, str]:
     years = raw["release_year"].where(raw["release_year"] != "", None)
     titles = raw["movie_title"] + years.map(lambda y: f" ({y})" if y else "")
     return dict(zip(raw["item_id"].astype(int), titles))
+
+
+def transformers4rec_sdist() -> Path:
+    """The transformers4rec==23.12.0 sdist that scripts/_env.sh fetches into <venv>/sdists."""
+    path = Path(sys.prefix) / "sdists" / T4R_SDIST
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} not found: pip download --no-deps --no-binary :all: transformers4rec==23.12.0 "
+            f"-d {path.parent}"
+        )
+    return path
+
+
+def transformers4rec_sample_dir(cache: Path | None = None) -> Path:
+    """`transformers4rec/data/testing/` of the sdist, unpacked once next to the tarball."""
+    sdist = transformers4rec_sdist()
+    target = Path(cache or sdist.parent / "transformers4rec-23.12.0-testing")
+    folder = target / T4R_TESTING
+    if not (folder / "data.parquet").is_file():
+        with tarfile.open(sdist) as tar:
+            members = [m for m in tar.getmembers() if m.name.startswith(T4R_TESTING) and m.isfile()]
+            tar.extractall(target, members=members, filter="data")
+    return folder

@@ -16,9 +16,15 @@ class InteractionError(ValueError):
 
 
 def validate_interactions(
-    frame: pd.DataFrame, source: str, columns: tuple[str, ...] = REQUIRED_COLUMNS
+    frame: pd.DataFrame, source: str, columns: tuple[str, ...] | None = None, key: str = "user_id"
 ) -> pd.DataFrame:
-    """Check columns, nulls and integer dtypes; return the frame with int64 columns."""
+    """Check columns, nulls and integer dtypes; return the frame with int64 columns.
+
+    `key` names the sequence key (`user_id` or `session_id`); `columns`, when given, replaces
+    the checked set (key, item_id, timestamp) altogether.
+    """
+    if columns is None:
+        columns = (key,) + REQUIRED_COLUMNS[1:]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InteractionError(

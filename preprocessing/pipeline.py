@@ -17,6 +17,8 @@ from tqdm.auto import tqdm
 from .datasets import read_movielens_100k
 from .interactions import validate_interactions
 from .ops import LENGTH_COLUMN
+from .readers import read_interactions as read_raw
+from .readers import reader_config
 from .staging import staged_directory
 from .splits import leave_last_out, time_window_splits
 from .workflow import (
@@ -39,7 +41,12 @@ class ETLConfig:
     dataset: str = "movielens-100k"
     max_len: int = 200  # longest stored sequence (history + target); older items are cut
     min_len: int = 3  # shorter sequences are dropped (leave-last-out needs 3, sessions 2)
-    key: str = "user_id"  # user_id: one sequence per user; session_id: one per session
+    # user_id: one sequence per user; session_id: one per session. Default: the source's key
+    # (a reader's layout fixes it), else user_id.
+    key: str | None = None
+    # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
+    # options); when set it replaces `dataset`
+    source: dict | None = None
     split: str = "leave-last-out"  # or "time-window"
     window_seconds: int = 86400  # time-window split: one folder per day by default
     valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
@@ -55,6 +62,12 @@ class ETLConfig:
     def __post_init__(self):
         if self.split not in ("leave-last-out", "time-window"):
             raise ValueError(f"split {self.split!r}: choose 'leave-last-out' or 'time-window'")
+        source_key = reader_config(self.source).key if self.source is not None else None
+        if self.key is None:
+            self.key = source_key or "user_id"
+        elif source_key is not None and self.key != source_key:
+            raise ValueError(f"key {self.key!r} does not match the {self.source['format']} "
+                             f"source, whose sequences are keyed by {source_key!r}")
 
 
 @dataclass
@@ -75,6 +88,8 @@ class ETLResult:
 
 
 def read_interactions(config: ETLConfig) -> pd.DataFrame:
+    if config.source is not None:
+        return read_raw(reader_config(config.source))  # key, item_id, timestamp + side columns
     if config.dataset == "movielens-100k":
         return read_movielens_100k()
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")
@@ -89,7 +104,7 @@ def run_etl(
     stages.set_postfix_str("read")
     frame = read_interactions(config) if interactions is None else interactions
     frame = validate_interactions(
-        frame, source=f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
+        frame, source=config.source["path"] if config.source else f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
     )
     final = Path(config.output_dir)
     with staged_directory(final) as staging, closing(stages):

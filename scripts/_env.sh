@@ -36,6 +36,13 @@ if [ ! -f "$STAMP" ] || [ "$(cat "$STAMP")" != "$WANT" ]; then
   fi
   echo "$WANT" > "$STAMP"
 fi
+# The transformers4rec sdist (Apache-2.0) carries real sample data the reader tests use; only the
+# tarball is kept (never installed, never committed): seqrec.preprocessing.datasets reads it.
+T4R_SDIST="$VENV/sdists/transformers4rec-23.12.0.tar.gz"
+if [ ! -f "$T4R_SDIST" ]; then
+  "$VENV/bin/python" -m pip download --disable-pip-version-check -q --no-deps --no-binary :all: \
+    transformers4rec==23.12.0 -d "$VENV/sdists" >&2 || echo "seqrec: could not fetch $T4R_SDIST" >&2
+fi
 flock -u 9
 export PATH="$VENV/bin:$PATH"
 export PYTHONWARNINGS="${PYTHONWARNINGS:-ignore::UserWarning}"

@@ -14,12 +14,16 @@ def _recipe(args):
 
 
 def cmd_preprocess(args) -> None:
+    from seqrec.preprocessing.interactions import InteractionError
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 
     from .config import build
 
     cfg = build(ETLConfig, _recipe(args).get("etl"), output_dir=args.output_dir, max_len=args.max_len)
-    result = run_etl(cfg)
+    try:
+        result = run_etl(cfg)
+    except InteractionError as err:  # bad raw input: the message names file, column and row
+        raise SystemExit(f"error: {err}") from None
     print(f"rows in        {result.rows_in:,} ({result.rows_per_second:,.0f} rows/s, {result.seconds:.1f} s)")
     print(f"sequences in   {result.sequences_in:,} distinct {cfg.key}")
     for reason, count in result.dropped_reasons.items():
