@@ -39,9 +39,20 @@ def keep_last_mask(offsets: np.ndarray, max_len: int | None) -> np.ndarray:
 
 
 def lists_from_offsets(values: np.ndarray, offsets: np.ndarray) -> pd.Series:
-    """An object Series of numpy arrays (pandas' list representation) without a per-group loop."""
+    """An Arrow-backed list Series (`list<...>[pyarrow]`) built from flat values + offsets.
+
+    Not pandas' object-of-arrays form: that costs one Python object per sequence to build and
+    again to write, while an Arrow list column goes to parquet (and back) without copies."""
     arrow = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
-    return pd.Series(arrow.to_pandas(zero_copy_only=False), dtype=object)
+    return pd.Series(pd.arrays.ArrowExtensionArray(arrow))
+
+
+def sequences_table(frame: pd.DataFrame) -> pa.Table:
+    """Grouped sequences -> an Arrow table (list columns without copies), ready for parquet.
+
+    The pandas metadata is dropped: pandas 1.5 cannot parse its own `list<...>[pyarrow]` dtype
+    name back, and without it the lists read back as pandas' usual arrays."""
+    return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
 
 
 # Neither operator declares `dependencies`: merlin would then re-read those columns from the raw

@@ -10,9 +10,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import dask
 import nvtabular as nvt
+import pyarrow.parquet as pq
 from merlin.io import Dataset
 
+from .ops import sequences_table
 from .staging import staged_directory
 from .workflow import KEY_COL
 
@@ -30,7 +33,6 @@ def group_partitioned(
     output_dir: str | Path,
     key: str = KEY_COL,
     part_size: str = "128MB",
-    out_files_per_proc: int | None = None,
 ) -> Path:
     """Fit `workflow` on parquet `paths` and write its grouped output to `output_dir` (a folder
     of parquet parts), never holding the whole input in memory. Written to a temporary folder
@@ -39,7 +41,14 @@ def group_partitioned(
         dataset = read_partitioned(paths, part_size)
         workflow.fit(dataset)
         shuffled = dataset.shuffle_by_keys([key])
-        workflow.transform(shuffled).to_parquet(
-            str(staging), out_files_per_proc=out_files_per_proc, write_hugectr_keyset=False
-        )
+        # One parquet part per grouped partition, written where the partition lives (a worker
+        # of the active Dask client, or a local thread): nothing is gathered in one process.
+        parts = workflow.transform(shuffled).to_ddf().to_delayed()
+        dask.compute(*(dask.delayed(_write_part)(part, staging / f"part-{i:05d}.parquet")
+                       for i, part in enumerate(parts)))
     return Path(output_dir)
+
+
+def _write_part(frame, path: Path) -> int:
+    pq.write_table(sequences_table(frame), path)
+    return len(frame)

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .ops import LENGTH_COLUMN, LIST_SUFFIX, keep_last_mask
+from .ops import LENGTH_COLUMN, LIST_SUFFIX, keep_last_mask, sequences_table
 
 
 def drop_last(lists: pa.ListArray, n: int) -> pa.ListArray:
@@ -28,7 +28,7 @@ def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Tabl
     Sequences shorter than `min_len` (3: one train item, a valid and a test target) are dropped.
     """
     min_len = max(min_len, 3)
-    table = pa.Table.from_pandas(grouped[grouped[LENGTH_COLUMN] >= min_len], preserve_index=False)
+    table = sequences_table(grouped[grouped[LENGTH_COLUMN] >= min_len])
     list_cols = [c for c in table.column_names if c.endswith(LIST_SUFFIX)]
     splits = {}
     for name, n in (("train", 2), ("valid", 1), ("test", 0)):
@@ -74,7 +74,7 @@ def time_window_splits(
     rank = np.arange(len(order)) - np.repeat(offsets[:-1], counts)
     share = (rank + 0.5) / np.repeat(counts, counts)  # position inside the window, in (0, 1)
     split = np.where(share >= 1 - test_fraction, 2, np.where(share >= 1 - test_fraction - valid_fraction, 1, 0))
-    table = pa.Table.from_pandas(grouped.iloc[order], preserve_index=False)
+    table = sequences_table(grouped.iloc[order])
     out: dict[str, dict[str, pa.Table]] = {}
     for start, stop in zip(offsets[:-1], offsets[1:]):
         name = window_name(sorted_windows[start] * window_seconds, window_seconds)
