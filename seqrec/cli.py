@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 DEFAULT_CONFIG = "configs/ml-100k.yaml"
@@ -42,7 +43,9 @@ def cmd_train(args) -> None:
 
     cfg = build(TrainConfig, _recipe(args).get("train"), data_dir=args.data_dir,
                 output_dir=args.output_dir, epochs=args.epochs)
-    result = train(cfg)
+    result = train(cfg)  # under torchrun: one rank of a distributed run
+    if int(os.environ.get("RANK", "0")):
+        return  # rank 0 reports
     print(metrics_table(result))
     print(f"checkpoint: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run})")
 

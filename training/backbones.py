@@ -8,6 +8,8 @@ built with a vocabulary of 2 (unused). Attention kinds:
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
@@ -105,12 +107,9 @@ def attentions(name: str) -> tuple[str, ...]:
     return BACKBONES[name][2]
 
 
-def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module:
-    """A randomly initialised HF model from the config; `hf_overrides` reach the HF config, and
-    `pretrained` (a local folder or cached name) loads weights with from_pretrained instead."""
-    make_config, model_cls, _ = BACKBONES[cfg.backbone]
-    if cfg.pretrained and n_layers is None:
-        return model_cls.from_pretrained(cfg.pretrained)
+def hf_config(cfg: "ModelConfig", n_layers: int | None = None):
+    """The HF config seqrec builds for `cfg` (with `hf_overrides`; `n_layers` for a smaller copy)."""
+    make_config = BACKBONES[cfg.backbone][0]
     hf = make_config(cfg)
     for key, value in (cfg.hf_overrides or {}).items():
         setattr(hf, key, value)
@@ -120,7 +119,45 @@ def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module
                 setattr(hf, key, n_layers)
         if hasattr(hf, "attention_window") and isinstance(hf.attention_window, list):
             hf.attention_window = hf.attention_window[:n_layers]
-    return model_cls(hf)
+    return hf
+
+
+def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module:
+    """A randomly initialised HF model from the config; `hf_overrides` reach the HF config, and
+    `pretrained` (a local folder, never downloaded) loads weights with from_pretrained instead."""
+    if cfg.pretrained and n_layers is None:
+        return load_pretrained(cfg)
+    return BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers))
+
+
+# Attributes that say where/how a config was saved, not what the network computes.
+_PROVENANCE = {"architectures", "dtype", "torch_dtype", "transformers_version", "_name_or_path",
+               "_commit_hash", "_attn_implementation_autoset"}
+
+
+def load_pretrained(cfg: "ModelConfig") -> nn.Module:
+    """`from_pretrained` on a local folder (`local_files_only`: nothing is downloaded). The saved
+    HF config must equal the one seqrec builds from `cfg`: a checkpoint stores only `cfg`, so
+    load_checkpoint and the served model rebuild the backbone from it without the folder."""
+    folder = Path(cfg.pretrained)
+    model_cls = BACKBONES[cfg.backbone][1]
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"model.pretrained: {folder} is not a local Hugging Face model "
+                                f"folder (no config.json; save one with save_pretrained)")
+    saved_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    if saved_type != model_cls.config_class.model_type:
+        raise ValueError(f"model.pretrained: {folder} holds a {saved_type!r} model, but model.backbone "
+                         f"is {cfg.backbone!r} ({model_cls.config_class.model_type!r})")
+    saved = model_cls.config_class.from_pretrained(folder, local_files_only=True).to_dict()
+    wanted = hf_config(cfg).to_dict()
+    differ = {k: (saved.get(k), wanted.get(k)) for k in sorted((set(saved) | set(wanted)) - _PROVENANCE)
+              if saved.get(k) != wanted.get(k)}
+    if differ:
+        shown = ", ".join(f"{k}: saved {a!r} vs config {b!r}" for k, (a, b) in differ.items())
+        raise ValueError(f"model.pretrained: {folder} does not match the model config ({shown}); set "
+                         f"d_model / n_layers / n_heads / dropout / max_len to match, or the other "
+                         f"attributes in model.hf_overrides")
+    return model_cls.from_pretrained(folder, local_files_only=True)
 
 
 def run_backbone(

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -28,7 +29,10 @@ def load_checkpoint(folder: str | Path) -> SequenceRecommender:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} not found: not a seqrec checkpoint")
     cfg = ModelConfig(**json.loads((folder / "config.json").read_text()))
-    model = SequenceRecommender(cfg)
+    # The backbone is rebuilt from the config alone (model.pt holds every weight): a model trained
+    # from a `pretrained` folder loads and serves without that folder.
+    model = SequenceRecommender(replace(cfg, pretrained=None))
+    model.cfg = cfg
     model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
     model.eval()
     return model

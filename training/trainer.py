@@ -18,6 +18,7 @@ from seqrec.preprocessing.ops import LIST_SUFFIX
 from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary, load_workflow
 
+from . import distributed
 from .checkpoint import save_checkpoint
 from .data import gather_units, pad_right, split_history_target
 from .metrics import CUTOFFS, popularity_counts, popularity_top, popularity_top_unseen, ranking_metrics
@@ -60,9 +61,12 @@ class TrainResult:
 
 
 def evaluate(model: SequenceRecommender, lists, batch_size: int = 256,
-             exclude_seen: bool = False) -> dict[str, float]:
+             exclude_seen: bool = False, ctx: distributed.Context = distributed.SINGLE) -> dict[str, float]:
     """Metrics for the last item of each list given everything before it, via recommend() over
-    the full catalogue (the model never receives the target)."""
+    the full catalogue (the model never receives the target). Under torchrun each rank scores
+    its shard of the lists."""
+    if ctx.active:
+        return distributed.sharded_mean(ctx, lambda part: evaluate(model, part, batch_size, exclude_seen), lists)
     histories, targets = split_history_target(lists)
     tops = [
         recommend(model, histories[i : i + batch_size], k=max(CUTOFFS), exclude_seen=exclude_seen)[0]
@@ -108,25 +112,40 @@ def training_units(model: SequenceRecommender, lists, max_len: int):
 
 
 def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
-              steps_per_epoch: int | None = None) -> float:
-    """One pass over the (shuffled, optionally capped) training examples; the mean loss."""
+              steps_per_epoch: int | None = None, step_loss: distributed.StepLoss | None = None) -> float:
+    """One pass over the (shuffled, optionally capped) training examples; the mean loss.
+    `batch_size` is the global batch: under torchrun each rank trains on its slice of it."""
     model.train()
+    step_loss = step_loss or distributed.StepLoss(model, distributed.SINGLE)
     order = torch.randperm(len(unit_rows), generator=generator)
     if steps_per_epoch:
         order = order[: steps_per_epoch * batch_size]
     total, steps = 0.0, 0
     for i in range(0, len(order), batch_size):
         pick = order[i : i + batch_size]
-        loss = model.loss(gather_units(matrix, unit_rows[pick], unit_ends[pick]))
+        loss, value = step_loss(lambda part: gather_units(matrix, unit_rows[pick[part]], unit_ends[pick[part]]),
+                                len(pick))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
-        total, steps = total + loss.item(), steps + 1
-    return total / max(steps, 1)
+        total, steps = total + value, steps + 1
+    return distributed.all_sum(step_loss.ctx, [total])[0] / max(steps, 1)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
+    """Trains in this process, or as one rank of `torchrun` (see training/distributed.py)."""
+    ctx = distributed.setup()
+    try:
+        result = _train(cfg, progress, ctx)
+    except BaseException:
+        distributed.teardown(ctx, barrier=False)  # the other ranks are stopped by torchrun
+        raise
+    distributed.teardown(ctx)
+    return result
+
+
+def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainResult:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -142,13 +161,15 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         model.set_item_counts(torch.bincount(torch.from_numpy(np.concatenate(train_lists)),
                                              minlength=num_items))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    step_loss = distributed.StepLoss(model, ctx)  # DDP under torchrun; model.loss otherwise
 
     # Training examples are (row, end) pairs into one padded matrix (see Task.training_units).
     train_matrix, unit_rows, unit_ends = training_units(model, train_lists, max_len)
     generator = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
     out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if ctx.main:  # only rank 0 writes
+        out.mkdir(parents=True, exist_ok=True)
     first_epoch = 1
     state_file = out / STATE_FILE
     if cfg.resume and state_file.is_file():
@@ -159,42 +180,50 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         torch.set_rng_state(state["torch_rng"])
         best, best_epoch, losses, bad_epochs = state["best"], state["best_epoch"], state["losses"], state["bad_epochs"]
         first_epoch = state["epoch"] + 1
-    bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress,
+    distributed.seed_rank(ctx, cfg.seed + 7919 * (first_epoch - 1))  # rank 0 keeps its stream
+    bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress or not ctx.main,
                initial=first_epoch - 1, total=cfg.epochs)
     for epoch in bar:
         if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
             break
         losses.append(run_epoch(model, optimizer, train_matrix, unit_rows, unit_ends, generator,
-                                cfg.batch_size, cfg.steps_per_epoch))
-        valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen)
+                                cfg.batch_size, cfg.steps_per_epoch, step_loss))
+        # the same metrics on every rank (rank 0's), so all ranks stop early together
+        valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
         if valid["ndcg@10"] > best:
             best, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
-            save_checkpoint(model, out)
+            if ctx.main:
+                save_checkpoint(model, out)
         else:
             bad_epochs += 1
         # The last epoch's full training state (not the best weights), so a run can resume.
-        _save_state(state_file, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                    generator=generator.get_state(), torch_rng=torch.get_rng_state(), best=best,
-                    best_epoch=best_epoch, losses=losses, bad_epochs=bad_epochs)
+        if ctx.main:
+            _save_state(state_file, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        generator=generator.get_state(), torch_rng=torch.get_rng_state(), best=best,
+                        best_epoch=best_epoch, losses=losses, bad_epochs=bad_epochs)
         if bad_epochs >= cfg.patience:
             break
     from .checkpoint import load_checkpoint  # the best epoch, not the last
 
-    model = load_checkpoint(out)
+    if ctx.main:
+        model = load_checkpoint(out)
+    distributed.broadcast_weights(ctx, model)  # the best epoch's weights to every rank
     result = TrainResult(
         output_dir=str(out),
         epochs_run=len(losses),
         best_epoch=best_epoch,
         losses=losses,
-        valid=evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen),
-        test=evaluate(model, test_lists, cfg.eval_batch_size, cfg.eval_exclude_seen),
+        valid=evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx),
+        test=evaluate(model, test_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx),
         popularity_valid=evaluate_popularity(train_lists, valid_lists, num_items, cfg.eval_exclude_seen),
         # the test-time popularity may count the valid targets too: they are history by then
         popularity_test=evaluate_popularity(valid_lists, test_lists, num_items, cfg.eval_exclude_seen),
         seconds=time.perf_counter() - started,
     )
-    (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result)}, indent=2))
+    if ctx.main:
+        (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result),
+                                                      "world_size": ctx.world_size}, indent=2))
     return result
 
 

@@ -39,6 +39,12 @@ class Task:
     def loss(self, model: "SequenceRecommender", items: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def loss_elements(self, items: torch.Tensor) -> int:
+        """How many terms the batch's mean loss averages; weights a rank's part of a global batch
+        in distributed training. Default: the real positions (masked / permuted targets are a
+        random share of them, so this is their expected count up to a constant)."""
+        return int((items != PAD_ID).sum())
+
     def inference_hidden(self, model: "SequenceRecommender", items: torch.Tensor,
                          positions: torch.Tensor) -> torch.Tensor:
         """Hidden state [B, d] at the position whose next item is scored."""

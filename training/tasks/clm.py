@@ -24,6 +24,9 @@ class CLM(Task):
         hidden = model.hidden_states(inputs)[keep]
         return model.item_loss(hidden, targets[keep])
 
+    def loss_elements(self, items):
+        return int((items[:, 1:] != PAD_ID).sum())  # the mean is over real target positions
+
 
 class CLMLast(Task):
     """CoVE-style: every training sequence is broken into its prefixes [a]->b, [a,b]->c, ... and
@@ -49,3 +52,6 @@ class CLMLast(Task):
         inputs[rows, last] = PAD_ID
         hidden = model.hidden_states(inputs[:, :-1])[rows, last - 1]
         return model.item_loss(hidden, targets)
+
+    def loss_elements(self, items):
+        return len(items)  # one target per row
