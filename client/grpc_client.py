@@ -105,7 +105,10 @@ def _feature_tensor(name: str, rows, lengths: np.ndarray, dtype: str | None) -> 
     out = np.zeros((len(arrays), int(lengths.max(initial=0))), dtype=np_dtype)
     mask = np.arange(out.shape[1]) < lengths[:, None]
     if mask.any():
-        out[mask] = np.concatenate(arrays).astype(np_dtype)
+        flat = np.concatenate(arrays)
+        if dtype == "INT64" and flat.dtype.kind == "f" and (flat != np.round(flat)).any():
+            raise ValueError(f"feature {name!r} takes integers (INT64), got {flat[flat != np.round(flat)][0]}")
+        out[mask] = flat.astype(np_dtype)
     return out
 
 
@@ -136,6 +139,8 @@ def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
             raise ValueError(f"exclude has {len(ex)} lists for {len(rows)} sessions")
         tensors.append(("exclude_item_ids", _padded(ex, EXCLUDE_PAD)[0]))
     for name, rows in (features or {}).items():
+        if dtypes is not None and name not in dtypes:
+            raise ValueError(f"the model has no input {name!r}; its inputs: {sorted(dtypes)}")
         tensors.append((name, _feature_tensor(name, rows, lengths, (dtypes or {}).get(name))))
     out = []
     for name, arr in tensors:

@@ -6,6 +6,8 @@
 <repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
                            scoring, written only if it reproduces recommend() on real histories;
                            torch alone runs it), else recommend() on the checkpoint; ids mapped back
+A model trained with side features adds one optional ensemble input per raw side column,
+compiled from the workflow into side_lookup.npz (side_export.py / side_lookup.py).
 All three batch (max_batch_size > 0, dynamic batching, ragged sessions). Exporting into an
 existing repository writes version N+1 of each model; the version policy serves the newest.
 Without scorer.pt2 the model step imports `seqrec.training`, which must then be installed where
@@ -55,10 +57,10 @@ class ExportConfig:
 # answers a missing item_ids itself, by name.
 RAW_IN = [("item_ids", "TYPE_INT64", "-1", True), ("lengths", "TYPE_INT64", "1", True),
           ("k", "TYPE_INT64", "1", True), ("exclude_item_ids", "TYPE_INT64", "-1", True)]
-PRE_IN = RAW_IN  # k too: checked there, and it gives the step an input when item_ids is missing
+# The preprocessing step takes all of them (k too: checked there, and it gives the step an
+# input when item_ids is missing); side-feature models add their raw columns (side_export.py).
 PRE_OUT = [("encoded_items", "TYPE_INT64", "-1", False),
            ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False)]
-MODEL_IN = PRE_OUT
 TOP_OUT = [("top_item_ids", "TYPE_INT64", "-1", False), ("top_scores", "TYPE_FP32", "-1", False)]
 
 

@@ -219,7 +219,7 @@ def test_side_lookup_equals_the_workflow_on_every_real_user(side_repo, side_etl,
 
 
 @pytest.mark.slow
-def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, side_trained, ml100k):
+def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, side_trained, ml100k, capsys):
     """200 real held-out histories with their raw side features, single requests and batches:
     the served top-10 (original ids) and scores equal the workflow + recommend() offline. A
     missing or misshapen side input is an error naming it, and the server keeps serving."""
@@ -255,6 +255,30 @@ def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, sid
             client.recommend(items[0], features=dict({c: v[0] for c, v in raw.items()}, rating=[1, 2, 3]))
         assert client.is_ready()
         assert client.recommend(items[1], features={c: v[1] for c, v in raw.items()}).item_ids == got[1].item_ids
+        # the CLI passes them too: seqrec query --feature NAME=v1,v2,...
+        from seqrec.cli import main
+
+        join = lambda values: ",".join(str(v) for v in values)  # noqa: E731
+        main(["query", "--url", srv.grpc_url, "--no-titles", "--items", join(items[2]),
+              *[a for c, v in raw.items() for a in ("--feature", f"{c}={join(v[2])}")]])
+        table = capsys.readouterr().out.splitlines()[1:11]
+        assert [int(line.split()[1]) for line in table] == got[2].item_ids
+
+
+def test_client_checks_features_before_sending():
+    from seqrec.client import build_inputs
+
+    dtypes = {"item_ids": "INT64", "rating": "FP32", "release_year": "INT64"}
+    tensors = build_inputs([[1, 2, 3], [4]], dtypes=dtypes,
+                           features={"rating": [[4, 5, 3], [1.5]], "release_year": [[1977.0, 1990, 1991], [2000]]})
+    assert {t.name(): (t.datatype(), t.shape()) for t in tensors}["rating"] == ("FP32", [2, 3])
+    assert {t.name(): t.datatype() for t in tensors}["release_year"] == "INT64"
+    with pytest.raises(ValueError, match=r"no input 'ratin'"):
+        build_inputs([[1, 2, 3]], features={"ratin": [[1, 2, 3]]}, dtypes=dtypes)
+    with pytest.raises(ValueError, match=r"'release_year' takes integers \(INT64\), got 1.5"):
+        build_inputs([[1, 2, 3]], features={"release_year": [[1.5, 2, 3]]}, dtypes=dtypes)
+    with pytest.raises(ValueError, match=r"'rating' has 1 rows for 2 sessions"):
+        build_inputs([[1], [2]], features={"rating": [[1]]}, dtypes=dtypes)
 
 
 @pytest.mark.slow
