@@ -172,6 +172,11 @@ class SideFeatureEncoder(nn.Module):
             if n_cont:
                 width += cont_dim * (n_cont if cfg.continuous_embedding == "soft-one-hot" else 1)
             self.projection = nn.Linear(width, d_model)
+            # Start as the item-only model plus the side parts: the item block of the projection is
+            # the identity, so the input item embedding stays the one the output head is tied to.
+            with torch.no_grad():
+                self.projection.weight[:, :d_model] = torch.eye(d_model)
+                self.projection.bias.zero_()
 
     def set_statistics(self, values: Mapping[str, np.ndarray]) -> None:
         """Standardisation from the training split's flat values of each continuous column."""
