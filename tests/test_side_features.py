@@ -132,6 +132,28 @@ def test_task_trains_with_side_features_uses_them_and_does_not_leak(side_real, b
         score_histories(model, histories, {c: v for c, v in hist_feats.items() if c != "timestamp-since_prev"})
 
 
+def test_a_masked_position_hides_its_side_features(side_real):
+    """MLM/RTD/PLM inputs: a masked interaction's rating, year and time reach nothing (else
+    training would learn from the features of the very item it predicts)."""
+    from seqrec.training.tasks.base import MASK_ID
+
+    model = tiny(side_real, "bert", "mlm").eval()
+    items = pad_right(side_real["train"][:8], LEN)
+    side = pad_features(side_real["side"], {c: v[:8] for c, v in side_real["train_features"].items()}, LEN)
+    masked = torch.zeros_like(items, dtype=torch.bool)
+    masked[:, 3] = True
+    inputs = items.masked_fill(masked, MASK_ID)
+    other = {c: (FIRST_ITEM_ID + (f == FIRST_ITEM_ID).long()) if c in CATEGORICAL else f * 5 + 7
+             for c, f in side.items()}  # another valid year code; other values
+    moved = {c: torch.where(masked, other[c], f) for c, f in side.items()}
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden_states(inputs, features=moved),
+                                   model.hidden_states(inputs, features=side), rtol=0, atol=0)
+        # the same change at an unmasked position does reach the hidden states
+        assert not torch.allclose(model.hidden_states(items, features=moved),
+                                  model.hidden_states(items, features=side))
+
+
 def test_item_only_models_are_unchanged_by_the_feature_path(trained, etl, side_real):
     """No side parameters, the same state dict keys as before, and features passed to an
     item-only model change nothing."""
