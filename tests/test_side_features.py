@@ -72,6 +72,10 @@ def test_side_feature_options_are_checked_against_the_data(side_etl):
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['bins'\]"):
         TrainConfig(data_dir=data, model={"side_features": {"continuous": ["rating"], "bins": 3}})
     TrainConfig(data_dir=data, model={"side_features": SIDE})  # the real columns pass
+    from seqrec.training.incremental import IncrementalConfig
+
+    with pytest.raises(ValueError, match="incremental training does not take side_features"):
+        IncrementalConfig(data_dir=data, output_dir=data, model={"side_features": SIDE})
 
 
 # Every task, and between them both combinations and both continuous embeddings.
