@@ -9,6 +9,9 @@ Tensor contract (the exported ensemble batches: the first dimension is the batch
           k                 INT64 [B, 1]  optional: how many items (default: the exported top_k)
           exclude_item_ids  INT64 [B, E]  optional: ids never to recommend (ids not in the
                                           catalogue are ignored, so they serve as padding)
+          <side feature>    [B, L]        for a model trained with side features: the raw value
+                                          of each interaction, aligned with item_ids (the
+                                          model's metadata lists them: INT64 or FP32)
   outputs top_item_ids      INT64 [B, k]  original item ids, best first
           top_scores        FP32  [B, k]
 """
@@ -88,11 +91,35 @@ def _padded(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
     return out, lengths
 
 
+def _feature_tensor(name: str, rows, lengths: np.ndarray, dtype: str | None) -> np.ndarray:
+    """One side feature, one value per item of each session, right-padded like item_ids."""
+    if len(rows) != len(lengths):
+        raise ValueError(f"feature {name!r} has {len(rows)} rows for {len(lengths)} sessions")
+    arrays = [np.asarray(r) for r in rows]
+    for i, (a, n) in enumerate(zip(arrays, lengths)):
+        if a.ndim != 1 or len(a) != n:
+            raise ValueError(f"feature {name!r} row {i} has {a.size} values for {n} item ids")
+    if dtype is None:  # the server did not say: integers as INT64, anything else as FP32
+        dtype = "INT64" if all(a.dtype.kind in "iub" for a in arrays) else "FP32"
+    np_dtype = np.int64 if dtype == "INT64" else np.float32
+    out = np.zeros((len(arrays), int(lengths.max(initial=0))), dtype=np_dtype)
+    mask = np.arange(out.shape[1]) < lengths[:, None]
+    if mask.any():
+        flat = np.concatenate(arrays)
+        if dtype == "INT64" and flat.dtype.kind == "f" and (flat != np.round(flat)).any():
+            raise ValueError(f"feature {name!r} takes integers (INT64), got {flat[flat != np.round(flat)][0]}")
+        out[mask] = flat.astype(np_dtype)
+    return out
+
+
 def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
-                 exclude: Sequence[int] | Sequence[Sequence[int]] | None = None
+                 exclude: Sequence[int] | Sequence[Sequence[int]] | None = None,
+                 features: dict | None = None, dtypes: dict[str, str] | None = None,
                  ) -> list[grpcclient.InferInput]:
     """The request tensors for a batch of sessions (shared by the sync and asyncio clients).
-    `exclude` is one id list for every session, or one list per session."""
+    `exclude` is one id list for every session, or one list per session. `features`: side
+    feature name -> one value list per session, aligned with its item ids; `dtypes` (name ->
+    INT64 / FP32, from the model's metadata) decides each tensor's type."""
     if len(sessions) == 0:
         raise ValueError("no sessions to send")
     rows = [_to_int64(s) for s in sessions]
@@ -111,9 +138,13 @@ def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
         if len(ex) != len(rows):
             raise ValueError(f"exclude has {len(ex)} lists for {len(rows)} sessions")
         tensors.append(("exclude_item_ids", _padded(ex, EXCLUDE_PAD)[0]))
+    for name, rows in (features or {}).items():
+        if dtypes is not None and name not in dtypes:
+            raise ValueError(f"the model has no input {name!r}; its inputs: {sorted(dtypes)}")
+        tensors.append((name, _feature_tensor(name, rows, lengths, (dtypes or {}).get(name))))
     out = []
     for name, arr in tensors:
-        inp = grpcclient.InferInput(name, list(arr.shape), "INT64")
+        inp = grpcclient.InferInput(name, list(arr.shape), "FP32" if arr.dtype == np.float32 else "INT64")
         inp.set_data_from_numpy(arr)
         out.append(inp)
     return out
@@ -136,6 +167,10 @@ def _error(model_name: str, url: str, e: InferenceServerException) -> Recommenda
     return RecommendationError(f"{model_name!r} at {url}: {e.message() or e} [{e.status()}]")
 
 
+def _dtypes_of(metadata: dict) -> dict[str, str]:
+    return {i["name"]: i["datatype"] for i in metadata.get("inputs", [])}
+
+
 def _retryable(e: InferenceServerException, attempt: int, retries: int) -> bool:
     return RETRY_STATUS in str(e.status() or "") and attempt < retries
 
@@ -150,23 +185,34 @@ class RecommenderClient:
         self.timeout_s = timeout_s
         self.retries = retries
         self._client = grpcclient.InferenceServerClient(url=url, verbose=False)
+        self._dtypes: dict[str, str] | None = None
         # Requested outputs never change: build them once, not per request.
         self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
                          grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
 
     def recommend(self, item_ids: Sequence[int], k: int | None = None,
-                  exclude: Sequence[int] | None = None) -> Recommendation:
-        return self.recommend_batch([item_ids], k=k, exclude=exclude)[0]
+                  exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
+        """features: side feature name -> one value per item id (models trained with them)."""
+        batch = None if features is None else {n: [v] for n, v in features.items()}
+        return self.recommend_batch([item_ids], k=k, exclude=exclude, features=batch)[0]
 
     def recommend_batch(self, sessions: Sequence[Sequence[int]], k: int | None = None,
-                        exclude=None) -> list[Recommendation]:
-        """One request for many sessions; a bad session fails the request, naming its row."""
+                        exclude=None, features: dict | None = None) -> list[Recommendation]:
+        """One request for many sessions; a bad session fails the request, naming its row.
+        features: side feature name -> one value list per session."""
         t0 = time.perf_counter()
-        inputs = build_inputs(sessions, k, exclude)
+        dtypes = self._input_dtypes() if features else None
+        inputs = build_inputs(sessions, k, exclude, features, dtypes)
         result = self._call(lambda: self._client.infer(
             self.model_name, inputs, outputs=self._outputs, client_timeout=self.timeout_s))
         return parse_result(result, self.model_name, len(sessions),
                             (time.perf_counter() - t0) * 1000.0)
+
+    def _input_dtypes(self) -> dict[str, str]:
+        """The ensemble's input types (asked once): side features are INT64 or FP32."""
+        if self._dtypes is None:
+            self._dtypes = _dtypes_of(self.model_metadata())
+        return self._dtypes
 
     def _call(self, fn):
         """Run fn, retrying only while the server is UNAVAILABLE (restarting, not yet bound)."""
@@ -242,17 +288,21 @@ class AsyncRecommenderClient:
         self.url, self.model_name = url, model_name
         self.timeout_s, self.retries = timeout_s, retries
         self._client = aioclient.InferenceServerClient(url=url, verbose=False)
+        self._dtypes: dict[str, str] | None = None
         self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
                          grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
 
     async def recommend(self, item_ids: Sequence[int], k: int | None = None,
-                        exclude: Sequence[int] | None = None) -> Recommendation:
-        return (await self.recommend_batch([item_ids], k=k, exclude=exclude))[0]
+                        exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
+        batch = None if features is None else {n: [v] for n, v in features.items()}
+        return (await self.recommend_batch([item_ids], k=k, exclude=exclude, features=batch))[0]
 
     async def recommend_batch(self, sessions, k: int | None = None,
-                              exclude=None) -> list[Recommendation]:
+                              exclude=None, features: dict | None = None) -> list[Recommendation]:
         t0 = time.perf_counter()
-        inputs = build_inputs(sessions, k, exclude)
+        if features and self._dtypes is None:
+            self._dtypes = _dtypes_of(await self.model_metadata())
+        inputs = build_inputs(sessions, k, exclude, features, self._dtypes if features else None)
         for attempt in range(self.retries + 1):
             try:
                 result = await self._client.infer(self.model_name, inputs, outputs=self._outputs,

@@ -6,6 +6,8 @@
 <repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
                            scoring, written only if it reproduces recommend() on real histories;
                            torch alone runs it), else recommend() on the checkpoint; ids mapped back
+A model trained with side features adds one optional ensemble input per raw side column,
+compiled from the workflow into side_lookup.npz (side_export.py / side_lookup.py).
 All three batch (max_batch_size > 0, dynamic batching, ragged sessions). Exporting into an
 existing repository writes version N+1 of each model; the version policy serves the newest.
 Without scorer.pt2 the model step imports `seqrec.training`, which must then be installed where
@@ -26,9 +28,11 @@ import pandas as pd
 
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
+from seqrec.training.features import list_column
 
 from .lookup import ItemLookup
 from .scorer import export_scorer
+from .side_export import build_side_lookup, side_tensors
 
 ENSEMBLE, PREPROCESS, MODEL = "seqrec", "seqrec_preprocess", "seqrec_model"
 
@@ -53,17 +57,17 @@ class ExportConfig:
 # answers a missing item_ids itself, by name.
 RAW_IN = [("item_ids", "TYPE_INT64", "-1", True), ("lengths", "TYPE_INT64", "1", True),
           ("k", "TYPE_INT64", "1", True), ("exclude_item_ids", "TYPE_INT64", "-1", True)]
-PRE_IN = RAW_IN  # k too: checked there, and it gives the step an input when item_ids is missing
+# The preprocessing step takes all of them (k too: checked there, and it gives the step an
+# input when item_ids is missing); side-feature models add their raw columns (side_export.py).
 PRE_OUT = [("encoded_items", "TYPE_INT64", "-1", False),
            ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False)]
-MODEL_IN = PRE_OUT
 TOP_OUT = [("top_item_ids", "TYPE_INT64", "-1", False), ("top_scores", "TYPE_FP32", "-1", False)]
 
 
 def _io(section: str, tensors, ragged: bool = False) -> str:
     def one(name, dtype, dims, optional):
         extra = " optional: true" if optional else ""
-        if ragged and dims == "-1":
+        if ragged and dims.startswith("-1"):
             extra += " allow_ragged_batch: true"  # sessions of different lengths share a batch
         return f'  {{ name: "{name}" data_type: {dtype} dims: [ {dims} ]{extra} }}'
 
@@ -86,16 +90,16 @@ def _python_config(name: str, inputs, outputs, kind: str, cfg: ExportConfig,
 VERSION_POLICY = "version_policy: { latest: { num_versions: 1 } }\n"
 
 
-def _ensemble_config(cfg: ExportConfig) -> str:
+def _ensemble_config(cfg: ExportConfig, raw_in=RAW_IN, pre_out=PRE_OUT) -> str:
     def step(model, inputs, outputs):
         maps = "".join(f'      input_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in inputs)
         maps += "".join(f'      output_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in outputs)
         return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
-    steps = ",\n".join([step(PREPROCESS, PRE_IN, PRE_OUT), step(MODEL, MODEL_IN, TOP_OUT)])
+    steps = ",\n".join([step(PREPROCESS, raw_in, pre_out), step(MODEL, pre_out, TOP_OUT)])
     return (
         f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {cfg.max_batch_size}\n'
-        + _io("input", RAW_IN)
+        + _io("input", raw_in)
         + _io("output", TOP_OUT)
         + VERSION_POLICY
         + f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
@@ -124,10 +128,15 @@ def workflow_max_len(workflow) -> int | None:
     return ops[0].max_len
 
 
-def _check_histories(data_dir: Path, n: int = 256) -> list[np.ndarray]:
-    """Real encoded histories (validation rows without their target) to check the scorer on."""
-    rows = pd.read_parquet(data_dir / "valid.parquet", columns=[ITEM_LIST])[ITEM_LIST][:n]
-    return [np.asarray(r[:-1], dtype=np.int64) for r in rows]
+def _check_histories(data_dir: Path, side=None, n: int = 256):
+    """Real encoded histories (validation rows without their target) to check the scorer on,
+    with their side features (those of the history, not the target's) for such a model."""
+    columns = [] if side is None else side.columns
+    frame = pd.read_parquet(data_dir / "valid.parquet",
+                            columns=[ITEM_LIST, *(list_column(c) for c in columns)])[:n]
+    histories = [np.asarray(r[:-1], dtype=np.int64) for r in frame[ITEM_LIST]]
+    features = {c: [np.asarray(r[:-1]) for r in frame[list_column(c)]] for c in columns}
+    return histories, features
 
 
 def export_repository(cfg: ExportConfig) -> Path:
@@ -148,6 +157,9 @@ def export_repository(cfg: ExportConfig) -> Path:
     if cfg.max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
     lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
+    side = None if model.cfg.side is None else build_side_lookup(workflow, model.cfg.side)
+    side_raw, side_between = side_tensors(side)
+    raw_in, pre_out = RAW_IN + side_raw, PRE_OUT + side_between
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
     final.mkdir(parents=True, exist_ok=True)
@@ -157,9 +169,12 @@ def export_repository(cfg: ExportConfig) -> Path:
         pre = staging / PREPROCESS
         pre.mkdir()
         (pre / "model.py").write_text(_template("preprocess_model.py"))
-        (pre / "lookup.py").write_text(
-            resources.files("seqrec.model_repository").joinpath("lookup.py").read_text())
+        for module in ("lookup.py", "side_lookup.py"):
+            (pre / module).write_text(
+                resources.files("seqrec.model_repository").joinpath(module).read_text())
         lookup.save(pre)
+        if side is not None:
+            side.save(pre)
         shutil.copytree(data_dir / "workflow", pre / "workflow")  # the source of the lookup
 
         rec = staging / MODEL
@@ -169,19 +184,20 @@ def export_repository(cfg: ExportConfig) -> Path:
         skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
         np.save(rec / "item_vocabulary.npy", vocabulary)
-        why_not = export_scorer(model, _check_histories(data_dir), rec)
+        histories, features = _check_histories(data_dir, model.cfg.side)
+        why_not = export_scorer(model, histories, rec, features=features)
         if why_not:
             warnings.warn(f"{MODEL} will call recommend() from the installed seqrec.training: "
                           f"{why_not}", stacklevel=2)
         (staging / ENSEMBLE).mkdir()
 
         configs = {
-            PREPROCESS: _python_config(PREPROCESS, PRE_IN, PRE_OUT, "KIND_CPU", cfg, {}),
+            PREPROCESS: _python_config(PREPROCESS, raw_in, pre_out, "KIND_CPU", cfg, {}),
             MODEL: _python_config(
-                MODEL, MODEL_IN, TOP_OUT, kind, cfg,
+                MODEL, pre_out, TOP_OUT, kind, cfg,
                 {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
                  "torch_threads": str(cfg.torch_threads)}, count=cfg.instances),
-            ENSEMBLE: _ensemble_config(cfg),
+            ENSEMBLE: _ensemble_config(cfg, raw_in, pre_out),
         }
         for name in (PREPROCESS, MODEL, ENSEMBLE):  # members first: the ensemble needs them
             (final / name).mkdir(exist_ok=True)

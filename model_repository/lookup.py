@@ -51,6 +51,10 @@ class ItemLookup:
     def encode(self, values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Ragged batch of raw sessions (values + offsets, oldest first) -> ragged batch of
         encoded sessions: truncated to the last max_len raw items, unknown ids dropped."""
+        return self.encode_keep(values, offsets)[:2]
+
+    def encode_keep(self, values: np.ndarray, offsets: np.ndarray):
+        """encode(), plus the boolean mask of the raw positions kept (side features follow it)."""
         values = np.asarray(values, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         codes = self.encode_items(values)
@@ -62,7 +66,7 @@ class ItemLookup:
         row_of = np.repeat(np.arange(len(lengths)), lengths)
         kept_per_row = np.bincount(row_of[keep], minlength=len(lengths))  # empty rows: 0
         new_offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int64)
-        return codes[keep], new_offsets
+        return codes[keep], new_offsets, keep
 
     def encode_items(self, values: np.ndarray) -> np.ndarray:
         """Flat original ids -> encoded ids; unknown (negative ones included) -> OOV_ID."""

@@ -45,8 +45,11 @@ def _read_atomic_file(path: Path) -> pd.DataFrame:
 
 
 def read_movielens_100k(folder: Path | None = None) -> pd.DataFrame:
-    """Interactions as (user_id, item_id, timestamp) int64 columns, in file order."""
-    path = (folder or movielens_100k_dir()) / "ml-100k.inter"
+    """Interactions as (user_id, item_id, timestamp) int64 columns, in file order, plus two side
+    columns for side-feature models: `rating` (float32, 1-5) and the item's `release_year`
+    (int64 from ml-100k.item; 0 where the file has none)."""
+    folder = folder or movielens_100k_dir()
+    path = folder / "ml-100k.inter"
     raw = _read_atomic_file(path)
     frame = pd.DataFrame(
         {
@@ -55,7 +58,13 @@ def read_movielens_100k(folder: Path | None = None) -> pd.DataFrame:
             "timestamp": pd.to_numeric(raw["timestamp"], errors="coerce"),
         }
     )
-    return validate_interactions(frame, source=str(path))
+    frame = validate_interactions(frame, source=str(path))
+    frame["rating"] = pd.to_numeric(raw["rating"], errors="coerce").fillna(0).astype("float32")
+    items = _read_atomic_file(folder / "ml-100k.item")
+    years = pd.Series(pd.to_numeric(items["release_year"], errors="coerce").fillna(0).astype("int64").to_numpy(),
+                      index=items["item_id"].astype("int64").to_numpy())
+    frame["release_year"] = years.reindex(frame["item_id"].to_numpy()).fillna(0).astype("int64").to_numpy()
+    return frame
 
 
 def read_movielens_100k_titles(folder: Path | None = None) -> dict[int, str]:

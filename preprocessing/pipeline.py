@@ -177,8 +177,9 @@ def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
     return totals, list(windows)
 
 
-def read_split(data_dir: str | Path, split: str) -> pd.DataFrame:
+def read_split(data_dir: str | Path, split: str, extra: list[str] | tuple = ()) -> pd.DataFrame:
+    """Items and lengths of one split, plus the `extra` list columns (side features)."""
     path = Path(data_dir) / f"{split}.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: run `seqrec preprocess` first")
-    return pd.read_parquet(path, columns=[ITEM_LIST, LENGTH_COLUMN])
+    return pd.read_parquet(path, columns=[ITEM_LIST, LENGTH_COLUMN, *extra])

@@ -115,6 +115,23 @@ def parse_items(text: str) -> list[int]:
     return items
 
 
+def parse_features(specs: list[str] | None) -> dict[str, list[float]] | None:
+    """--feature rating=4,5,3 (repeatable) -> {"rating": [4.0, 5.0, 3.0]}; the client casts each
+    to the type the served model declares (INT64 or FP32)."""
+    if not specs:
+        return None
+    out = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--feature {spec!r}: expected NAME=v1,v2,... (one value per item)")
+        try:
+            out[name] = [float(v) for v in values.split(",")]
+        except ValueError:
+            raise SystemExit(f"--feature {name}: {values!r} is not a list of numbers") from None
+    return out
+
+
 def cmd_query(args) -> None:
     from seqrec.client import RecommenderClient, RecommendationError, format_table
 
@@ -125,8 +142,8 @@ def cmd_query(args) -> None:
         titles = read_movielens_100k_titles()
     with RecommenderClient(args.url, model_name=args.model, timeout_s=args.timeout) as client:
         try:
-            rec = client.recommend(parse_items(args.items))
-        except RecommendationError as err:
+            rec = client.recommend(parse_items(args.items), features=parse_features(args.feature))
+        except (RecommendationError, ValueError) as err:
             raise SystemExit(f"error: {err}") from None
     print(format_table(rec, titles))
     print(f"latency: {rec.latency_ms:.1f} ms")
@@ -180,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--model", default="seqrec")
     p.add_argument("--timeout", type=float, default=10.0)
     p.add_argument("--no-titles", action="store_true", help="do not look up MovieLens titles")
+    p.add_argument("--feature", action="append", metavar="NAME=V1,V2,...",
+                   help="a side feature of a model trained with them, one value per item (repeatable)")
     p = add("demo", cmd_demo, "ETL -> train -> export -> serve -> query on MovieLens-100k")
     p.add_argument("--epochs", type=int)
     p.add_argument("--items", default="50,172,133")

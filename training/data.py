@@ -9,16 +9,17 @@ import torch
 from seqrec.preprocessing.workflow import PAD_ID
 
 
-def pad_right(lists: Sequence[np.ndarray], max_len: int | None = None) -> torch.Tensor:
-    """Stack lists into [B, T] int64, keeping the LAST max_len items, padding on the right."""
+def pad_right(lists: Sequence[np.ndarray], max_len: int | None = None, dtype=np.int64) -> torch.Tensor:
+    """Stack lists into [B, T] (int64, or `dtype` for side-feature values), keeping the LAST
+    max_len items, padding on the right."""
     lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
     if max_len is not None:
         lengths = np.minimum(lengths, max_len)
     width = int(lengths.max()) if len(lengths) else 0
-    out = np.full((len(lists), max(width, 1)), PAD_ID, dtype=np.int64)
+    out = np.full((len(lists), max(width, 1)), PAD_ID, dtype=dtype)
     if width:
         # Flatten the kept tails once and scatter them with one fancy-index assignment.
-        tails = np.concatenate([np.asarray(x, dtype=np.int64)[len(x) - n:] for x, n in zip(lists, lengths)])
+        tails = np.concatenate([np.asarray(x, dtype=dtype)[len(x) - n:] for x, n in zip(lists, lengths)])
         rows = np.repeat(np.arange(len(lists)), lengths)
         cols = np.arange(len(tails)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         out[rows, cols] = tails

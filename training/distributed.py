@@ -69,8 +69,8 @@ class _TaskLoss(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.loss(batch)
+    def forward(self, items: torch.Tensor, features: dict | None = None) -> torch.Tensor:
+        return self.model.loss(items, features)
 
 
 class StepLoss:
@@ -82,19 +82,20 @@ class StepLoss:
         self.ddp = DistributedDataParallel(_TaskLoss(model), find_unused_parameters=True) if ctx.active else None
 
     def __call__(self, gather, n: int) -> tuple[torch.Tensor, float]:
-        """`gather(index)` builds the batch of the global batch's examples `index` (of n)."""
+        """`gather(index)` builds (items, side features or None) of the global batch's examples
+        `index` (of n)."""
         if not self.ctx.active:
-            loss = self.model.loss(gather(torch.arange(n)))
+            loss = self.model.loss(*gather(torch.arange(n)))
             return loss, loss.item()
         task = self.model.task
         mine = torch.tensor_split(torch.arange(n), self.ctx.world_size)[self.ctx.rank]
-        total = float(task.loss_elements(gather(torch.arange(n))))
+        total = float(task.loss_elements(gather(torch.arange(n))[0]))
         if len(mine) == 0:  # a short last batch: this rank still takes part in the all-reduce
-            loss = self.ddp(gather(torch.arange(1))) * 0.0
+            loss = self.ddp(*gather(torch.arange(1))) * 0.0
             return loss, 0.0
         batch = gather(mine)
-        share = float(task.loss_elements(batch)) / total
-        loss = self.ddp(batch)
+        share = float(task.loss_elements(batch[0])) / total
+        loss = self.ddp(*batch)
         return loss * (share * self.ctx.world_size), loss.item() * share
 
 

@@ -36,6 +36,8 @@ class IncrementalConfig:
 
     def __post_init__(self):
         ModelConfig.check_options(self.model)
+        if self.model.get("side_features"):
+            raise ValueError("incremental training does not take side_features yet; use `seqrec train`")
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")
 

@@ -12,6 +12,7 @@ from torch import nn
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
 
 from .backbones import BACKBONES, build_backbone, run_backbone
+from .features import Features, SideFeatureConfig, SideFeatureEncoder, missing_features
 from .tasks import TASKS, resolve_attention
 from .tasks.base import MASK_ID
 from .tasks.rtd import GENERATORS
@@ -40,6 +41,7 @@ class ModelConfig:
     attention_window: int = 32  # Longformer: sliding window (even; capped by max_len)
     pretrained: str | None = None  # a local HF folder for from_pretrained (never downloaded here)
     hf_overrides: dict = field(default_factory=dict)  # extra HF config attributes
+    side_features: dict = field(default_factory=dict)  # features.SideFeatureConfig options
 
     def __post_init__(self):
         self.attention = resolve_attention(self.backbone, self.task)
@@ -51,6 +53,7 @@ class ModelConfig:
             raise ValueError(f"loss {self.loss!r}: choose from {LOSSES}")
         if not 0 < self.mask_prob < 1 or not 0 < self.plm_probability < 1:
             raise ValueError("mask_prob and plm_probability must lie in (0, 1)")
+        self.side = SideFeatureConfig.from_dict(self.side_features)  # validates the options
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,6 +81,13 @@ class SequenceRecommender(nn.Module):
         self.mask_embedding = nn.Parameter(torch.randn(cfg.d_model) * 0.02) if self.task.uses_mask_token else None
         self.backbone = build_backbone(cfg)
         self.output_bias = nn.Parameter(torch.zeros(cfg.num_items))
+        self.side = None  # item-only models keep exactly their parameters
+        if cfg.side is not None:
+            missing = [c for c in cfg.side.categorical if c not in cfg.side.cardinalities]
+            if missing:
+                raise ValueError(f"side_features: no cardinality for categorical {missing} "
+                                 "(train() reads it from the workflow)")
+            self.side = SideFeatureEncoder(cfg.side, cfg.d_model)
         self.task_modules = nn.ModuleDict(self.task.build_modules(self))
         if cfg.loss == "sampled":
             # Sampling distribution of the negatives (item popularity); set by set_item_counts.
@@ -90,18 +100,25 @@ class SequenceRecommender(nn.Module):
         probs[:FIRST_ITEM_ID] = 0
         self.item_probs.copy_(probs / probs.sum())
 
-    def embed(self, items: torch.Tensor) -> torch.Tensor:
+    def embed(self, items: torch.Tensor, features: Features | None = None) -> torch.Tensor:
         emb = self.item_embedding(items.clamp(min=0))
+        if self.side is not None:
+            missing = missing_features(self.cfg.side, features)
+            if missing:
+                raise ValueError(f"this model was trained with side features; missing {missing}")
+            emb = self.side(emb, features, items != PAD_ID)
+        # A mask position shows the mask embedding alone: not its item, not its side features.
         if self.mask_embedding is not None:
             emb = torch.where((items == MASK_ID)[..., None], self.mask_embedding.to(emb.dtype), emb)
         return emb
 
     def hidden_states(self, items: torch.Tensor, perm_mask=None, target_mapping=None,
-                      backbone: nn.Module | None = None) -> torch.Tensor:
+                      backbone: nn.Module | None = None, features: Features | None = None) -> torch.Tensor:
         """items: [B, T] encoded ids (MASK_ID = mask), right-padded with PAD_ID -> [B, T, d]
-        (or [B, P, d] for XLNet's query stream with a target_mapping)."""
+        (or [B, P, d] for XLNet's query stream with a target_mapping). features: side-feature
+        tensors [B, T] aligned with items (models trained with side features only)."""
         mask = (items != PAD_ID).long()
-        return run_backbone(backbone if backbone is not None else self.backbone, self.embed(items),
+        return run_backbone(backbone if backbone is not None else self.backbone, self.embed(items, features),
                             mask, self.cfg.attention, perm_mask, target_mapping)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -133,8 +150,8 @@ class SequenceRecommender(nn.Module):
         hits[own, own] = False
         return F.cross_entropy(logits.masked_fill(hits, float("-inf")), own)
 
-    def loss(self, items: torch.Tensor) -> torch.Tensor:
-        return self.task.loss(self, items)
+    def loss(self, items: torch.Tensor, features: Features | None = None) -> torch.Tensor:
+        return self.task.loss(self, items, features)
 
 
 __all__ = ["ModelConfig", "SequenceRecommender", "BACKBONES", "TASKS", "MASK_ID"]

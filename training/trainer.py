@@ -21,6 +21,8 @@ from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item
 from . import distributed
 from .checkpoint import save_checkpoint
 from .data import gather_units, pad_right, split_history_target
+from .features import (check_side_features, map_features, pad_features, read_feature_lists,
+                       side_list_columns, slice_rows, with_cardinalities)
 from .metrics import CUTOFFS, popularity_counts, popularity_top, popularity_top_unseen, ranking_metrics
 from .model import ModelConfig, SequenceRecommender
 from .recommend import recommend
@@ -45,6 +47,7 @@ class TrainConfig:
     def __post_init__(self):
         # An invalid backbone x task pair or option fails here, before any data is read.
         ModelConfig.check_options(self.model)
+        check_side_features(self.data_dir, self.model)  # unknown side columns, named
 
 
 @dataclass
@@ -61,15 +64,22 @@ class TrainResult:
 
 
 def evaluate(model: SequenceRecommender, lists, batch_size: int = 256,
-             exclude_seen: bool = False, ctx: distributed.Context = distributed.SINGLE) -> dict[str, float]:
+             exclude_seen: bool = False, features: dict | None = None,
+             ctx: distributed.Context = distributed.SINGLE) -> dict[str, float]:
     """Metrics for the last item of each list given everything before it, via recommend() over
-    the full catalogue (the model never receives the target). Under torchrun each rank scores
-    its shard of the lists."""
+    the full catalogue (the model never receives the target, nor its side features). Under
+    torchrun each rank scores its shard of the lists (with their features)."""
     if ctx.active:
-        return distributed.sharded_mean(ctx, lambda part: evaluate(model, part, batch_size, exclude_seen), lists)
+        names = sorted(features or {})
+        rows = [(lst, *(features[c][i] for c in names)) for i, lst in enumerate(lists)]
+        return distributed.sharded_mean(ctx, lambda part: evaluate(
+            model, [r[0] for r in part], batch_size, exclude_seen,
+            {c: [r[j + 1] for r in part] for j, c in enumerate(names)} or None), rows)
     histories, targets = split_history_target(lists)
+    side = slice_rows(features, lambda x, n: x[:n], [len(h) for h in histories])
     tops = [
-        recommend(model, histories[i : i + batch_size], k=max(CUTOFFS), exclude_seen=exclude_seen)[0]
+        recommend(model, histories[i : i + batch_size], k=max(CUTOFFS), exclude_seen=exclude_seen,
+                  features=side and {c: v[i : i + batch_size] for c, v in side.items()})[0]
         for i in range(0, len(histories), batch_size)
     ]
     return ranking_metrics(np.concatenate(tops), targets)
@@ -112,9 +122,11 @@ def training_units(model: SequenceRecommender, lists, max_len: int):
 
 
 def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
-              steps_per_epoch: int | None = None, step_loss: distributed.StepLoss | None = None) -> float:
+              steps_per_epoch: int | None = None, features: dict | None = None,
+              step_loss: distributed.StepLoss | None = None) -> float:
     """One pass over the (shuffled, optionally capped) training examples; the mean loss.
-    `batch_size` is the global batch: under torchrun each rank trains on its slice of it."""
+    `batch_size` is the global batch: under torchrun each rank trains on its slice of it.
+    features: side-feature matrices shaped like `matrix`, gathered with the same examples."""
     model.train()
     step_loss = step_loss or distributed.StepLoss(model, distributed.SINGLE)
     order = torch.randperm(len(unit_rows), generator=generator)
@@ -123,8 +135,11 @@ def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_s
     total, steps = 0.0, 0
     for i in range(0, len(order), batch_size):
         pick = order[i : i + batch_size]
-        loss, value = step_loss(lambda part: gather_units(matrix, unit_rows[pick[part]], unit_ends[pick[part]]),
-                                len(pick))
+        rows, ends = unit_rows[pick], unit_ends[pick]
+        loss, value = step_loss(
+            lambda part: (gather_units(matrix, rows[part], ends[part]),
+                          map_features(features, lambda f: gather_units(f, rows[part], ends[part]))),
+            len(pick))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -151,12 +166,15 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     np.random.seed(cfg.seed)
     workflow = load_workflow(Path(cfg.data_dir) / "workflow")
     num_items = len(item_vocabulary(workflow))
-    train_lists = _lists(read_split(cfg.data_dir, "train"))
-    valid_lists = _lists(read_split(cfg.data_dir, "valid"))
-    test_lists = _lists(read_split(cfg.data_dir, "test"))
+    model_options = with_cardinalities(cfg.model, workflow.output_schema)  # side features, if any
+    frames = {s: read_split(cfg.data_dir, s, side_list_columns(model_options)) for s in ("train", "valid", "test")}
+    train_lists, valid_lists, test_lists = (_lists(frames[s]) for s in ("train", "valid", "test"))
     max_len = int(max(len(x) for x in test_lists))
-    model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **cfg.model)
+    model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **model_options)
     model = SequenceRecommender(model_cfg)
+    side = {s: read_feature_lists(frames[s], model_cfg.side) for s in frames}
+    if model.side is not None:
+        model.side.set_statistics({c: np.concatenate(v) for c, v in side["train"].items()})
     if model_cfg.loss == "sampled":
         model.set_item_counts(torch.bincount(torch.from_numpy(np.concatenate(train_lists)),
                                              minlength=num_items))
@@ -165,6 +183,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
 
     # Training examples are (row, end) pairs into one padded matrix (see Task.training_units).
     train_matrix, unit_rows, unit_ends = training_units(model, train_lists, max_len)
+    train_side = pad_features(model_cfg.side, side["train"], max_len)
     generator = torch.Generator().manual_seed(cfg.seed)
     best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
     out = Path(cfg.output_dir)
@@ -187,9 +206,9 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
             break
         losses.append(run_epoch(model, optimizer, train_matrix, unit_rows, unit_ends, generator,
-                                cfg.batch_size, cfg.steps_per_epoch, step_loss))
+                                cfg.batch_size, cfg.steps_per_epoch, train_side, step_loss))
         # the same metrics on every rank (rank 0's), so all ranks stop early together
-        valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx)
+        valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, side["valid"], ctx)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
         if valid["ndcg@10"] > best:
             best, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
@@ -214,8 +233,8 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         epochs_run=len(losses),
         best_epoch=best_epoch,
         losses=losses,
-        valid=evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx),
-        test=evaluate(model, test_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, ctx),
+        valid=evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, side["valid"], ctx),
+        test=evaluate(model, test_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, side["test"], ctx),
         popularity_valid=evaluate_popularity(train_lists, valid_lists, num_items, cfg.eval_exclude_seen),
         # the test-time popularity may count the valid targets too: they are history by then
         popularity_test=evaluate_popularity(valid_lists, test_lists, num_items, cfg.eval_exclude_seen),

@@ -9,8 +9,13 @@ Inputs per request (batch of B sessions, right-padded):
   lengths           INT64 [B, 1]  optional: real length of each row (default: L)
   exclude_item_ids  INT64 [B, E]  optional: original ids never to recommend (unknown ids ignored)
   k                 INT64 [B, 1]  optional: how many items, the same for every row (>= 1)
+  <side>            [B, L]        only for a model trained with side features (side_lookup.npz
+                                  beside this file): raw values aligned with item_ids, one tensor
+                                  per raw column (categorical INT64, continuous FP32, `timestamp`
+                                  INT64 seconds for time features); required by such a model
 Outputs: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (unknown -> 0),
-top_k INT64 [B, 1] (the checked k; 0 = the exported default).
+top_k INT64 [B, 1] (the checked k; 0 = the exported default), and for side-feature models
+side_categorical INT64 [B, T, C] / side_continuous FP32 [B, T, F] aligned with encoded_items.
 """
 import sys
 from pathlib import Path
@@ -20,6 +25,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from lookup import PAD_ID, ItemLookup  # noqa: E402  (the copy beside this file)
+from side_lookup import SideLookup  # noqa: E402
 
 MAX_SHOWN = 20
 
@@ -36,6 +42,7 @@ def _optional(request, name):
 class TritonPythonModel:
     def initialize(self, args):
         self.lookup = ItemLookup.load(Path(__file__).resolve().parent)
+        self.side = SideLookup.load(Path(__file__).resolve().parent)  # None: item-only model
 
     def _rows(self, request):
         """(items [B, L], lengths [B]) of one request, or an error message naming the problem."""
@@ -63,22 +70,47 @@ class TritonPythonModel:
                 return "'k' must hold one value per row, the same for every row of a request"
             if k.size and k[0] < 1:
                 return f"'k' must be >= 1, got {int(k[0])}"
-        return items, lengths.astype(np.int64), k.astype(np.int64)
+        raw = self._side_inputs(request, items, lengths) if self.side is not None else {}
+        if isinstance(raw, str):
+            return raw
+        return items, lengths.astype(np.int64), k.astype(np.int64), raw
+
+    def _side_inputs(self, request, items, lengths):
+        """Raw side-feature tensors shaped like item_ids, or an error naming the input."""
+        raw = {}
+        for name, dtype in self.side.inputs:
+            values = _optional(request, name)
+            if values is None:
+                return (f"missing input '{name}' ({dtype} [batch, length], aligned with 'item_ids'): "
+                        f"this model was trained with side features and needs {[n for n, _ in self.side.inputs]}")
+            values = values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+            if values.shape != items.shape:
+                return f"'{name}' has shape {list(values.shape)} but 'item_ids' has {list(items.shape)}"
+            raw[name] = values
+        return self.side.check(raw, lengths) or raw
 
     def execute(self, requests):
         parsed = [self._rows(r) for r in requests]
         good = [i for i, p in enumerate(parsed) if not isinstance(p, str)]
         # One flat ragged batch (values + offsets) for every good row of every request.
         values, lengths = [], []
+        side_values = {name: [] for name, _ in (self.side.inputs if self.side else [])}
         for i in good:
-            items, n, _ = parsed[i]
-            values.append(items[np.arange(items.shape[1]) < n[:, None]])
+            items, n, _, raw = parsed[i]
+            real = np.arange(items.shape[1]) < n[:, None]
+            values.append(items[real])
             lengths.append(n)
+            for name in side_values:
+                side_values[name].append(raw[name][real])
         all_lengths = np.concatenate(lengths) if lengths else np.zeros(0, dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(all_lengths)]).astype(np.int64)
         flat = np.concatenate(values) if values else np.zeros(0, dtype=np.int64)
-        encoded, enc_offsets = self.lookup.encode(flat, offsets)
+        encoded, enc_offsets, keep = self.lookup.encode_keep(flat, offsets)
         enc_lengths = np.diff(enc_offsets)
+        side = None
+        if self.side is not None and good:  # features of the kept positions, aligned with encoded
+            cats, conts = self.side.encode({k: np.concatenate(v) for k, v in side_values.items()}, offsets)
+            side = (cats[keep], conts[keep])
 
         responses = [None] * len(requests)
         row = 0
@@ -86,14 +118,14 @@ class TritonPythonModel:
             if isinstance(p, str):
                 responses[i] = _error(p)
                 continue
-            items, n, k = p
+            items, n, k, _ = p
             rows = slice(row, row + len(n))
             row += len(n)
             responses[i] = self._response(requests[i], items, n, k, encoded, enc_offsets[rows],
-                                          enc_lengths[rows])
+                                          enc_lengths[rows], side)
         return responses
 
-    def _response(self, request, items, n, k, encoded, starts, enc_lengths):
+    def _response(self, request, items, n, k, encoded, starts, enc_lengths, side=None):
         empty = np.flatnonzero(n == 0)
         if empty.size:
             return _error(f"empty session (row {empty[0]}): 'item_ids' needs at least one item id")
@@ -107,7 +139,15 @@ class TritonPythonModel:
         # Right-pad every encoded row: position j of row r holds encoded[start_r + j].
         cols = np.arange(width)
         mask = cols < enc_lengths[:, None]
-        out[mask] = encoded[(starts[:, None] + cols)[mask]]
+        at = (starts[:, None] + cols)[mask]
+        out[mask] = encoded[at]
+        side_out = []
+        if side is not None:  # the same right-padding for the side features
+            for name, values in (("side_categorical", side[0]), ("side_continuous", side[1])):
+                if values.shape[1]:
+                    padded = np.zeros((len(n), width, values.shape[1]), dtype=values.dtype)
+                    padded[mask] = values[at]
+                    side_out.append(pb_utils.Tensor(name, padded))
         exclude = _optional(request, "exclude_item_ids")
         if exclude is None:
             exclude_enc = np.zeros((len(n), 0), dtype=np.int64)
@@ -122,4 +162,5 @@ class TritonPythonModel:
             pb_utils.Tensor("encoded_items", out),
             pb_utils.Tensor("exclude_encoded", exclude_enc.astype(np.int64)),
             pb_utils.Tensor("top_k", k.reshape(-1, 1)),
+            *side_out,
         ])

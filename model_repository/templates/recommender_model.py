@@ -4,7 +4,9 @@ checked against recommend() on real histories) it needs torch only; otherwise it
 seqrec's recommend() (the function offline evaluation uses) on the checkpoint.
 
 Inputs per request: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (0 = none),
-top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size).
+top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size); for a model trained with
+side features also side_categorical INT64 [B, T, C] / side_continuous FP32 [B, T, F], aligned
+with encoded_items, columns in the model's order.
 Outputs: top_item_ids INT64 [B, k], top_scores FP32 [B, k], best first. When exclusions leave
 fewer than k items, the tail is id -1 with score -inf.
 """
@@ -33,8 +35,11 @@ class TritonPythonModel:
         for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json"):
             if not needed.is_file():
                 raise FileNotFoundError(f"{needed} not found: incomplete model version")
+        model_cfg = json.loads((here / "checkpoint" / "config.json").read_text())
+        side = model_cfg.get("side_features") or {}
+        self.side_columns = (list(side.get("categorical", [])), list(side.get("continuous", [])))
         if (here / "scorer.pt2").is_file():
-            self.max_len = json.loads((here / "checkpoint" / "config.json").read_text())["max_len"]
+            self.max_len = model_cfg["max_len"]
             try:
                 self.scorer = torch.export.load(str(here / "scorer.pt2")).module().to(self.device)
             except Exception as err:  # a truncated or foreign file: say which one
@@ -58,9 +63,14 @@ class TritonPythonModel:
         excludes = [pb_utils.get_input_tensor_by_name(r, "exclude_encoded").as_numpy() for r in requests]
         ks = [self._k(r) for r in requests]
         histories, row_k, row_excl = [], [], []
+        side_rows = {"side_categorical": [], "side_continuous": []}  # per row: [n, C] / [n, F]
         for i in range(len(requests)):
             lengths = (items[i] != PAD_ID).sum(axis=1)
             histories += [row[:n] for row, n in zip(items[i], lengths)]
+            for name, cols in zip(side_rows, self.side_columns):
+                if cols:
+                    values = pb_utils.get_input_tensor_by_name(requests[i], name).as_numpy()
+                    side_rows[name] += [row[:n] for row, n in zip(values, lengths)]
             row_k += [ks[i]] * len(items[i])
             row_excl.append(excludes[i])
         responses = []
@@ -72,7 +82,7 @@ class TritonPythonModel:
             at += len(e)
         # Rank k + (number of exclusions) and drop the excluded: the same as masking them first.
         depth = min(max(row_k) + width, self.catalogue)
-        top, scores = self._top(histories, depth)
+        top, scores = self._top(histories, depth, side_rows)
         dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
         order = np.argsort(dropped, axis=1, kind="stable")
         top = np.take_along_axis(top, order, axis=1)
@@ -90,19 +100,33 @@ class TritonPythonModel:
             ]))
         return responses
 
-    def _top(self, histories, depth):
+    def _top(self, histories, depth, side_rows):
         if self.scorer is None:
             from seqrec.training.recommend import recommend
 
-            return recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen)
+            features = {}
+            for name, cols in zip(side_rows, self.side_columns):
+                features.update({c: [r[:, j] for r in side_rows[name]] for j, c in enumerate(cols)})
+            return recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen,
+                             features=features or None)
         lengths = np.array([len(h) for h in histories])
         kept = np.minimum(lengths, self.max_len)  # the LAST max_len items, as recommend() keeps
-        batch = np.zeros((len(histories), int(kept.max())), dtype=np.int64)
-        mask = np.arange(batch.shape[1]) < kept[:, None]
-        batch[mask] = np.concatenate([h[len(h) - n:] for h, n in zip(histories, kept)])
-        items = torch.from_numpy(batch).to(self.device)
+
+        def tails(rows, dtype):  # right-padded [N, T, ...] of each row's last `kept` entries
+            first = rows[0]
+            batch = np.zeros((len(rows), int(kept.max()), *first.shape[1:]), dtype=dtype)
+            mask = np.arange(batch.shape[1]) < kept[:, None]
+            batch[mask] = np.concatenate([r[len(r) - n:] for r, n in zip(rows, kept)])
+            return torch.from_numpy(batch).to(self.device)
+
+        items = tails(histories, np.int64)
+        side = {}
+        for key, name, cols, dtype in (("categorical", "side_categorical", self.side_columns[0], np.int64),
+                                       ("continuous", "side_continuous", self.side_columns[1], np.float32)):
+            if cols:
+                side[key] = tails(side_rows[name], dtype)
         with torch.no_grad():
-            scores = self.scorer(items)
+            scores = self.scorer(items, side) if side else self.scorer(items)
             if self.exclude_seen:
                 rows = torch.arange(len(items), device=self.device)[:, None].expand_as(items)
                 seen = items != PAD_ID

@@ -36,7 +36,8 @@ class Task:
         rows = np.flatnonzero(lengths >= 2)
         return rows, lengths[rows]
 
-    def loss(self, model: "SequenceRecommender", items: torch.Tensor) -> torch.Tensor:
+    def loss(self, model: "SequenceRecommender", items: torch.Tensor, features=None) -> torch.Tensor:
+        """features: side-feature tensors [B, T] aligned with items, or None."""
         raise NotImplementedError
 
     def loss_elements(self, items: torch.Tensor) -> int:
@@ -46,9 +47,9 @@ class Task:
         return int((items != PAD_ID).sum())
 
     def inference_hidden(self, model: "SequenceRecommender", items: torch.Tensor,
-                         positions: torch.Tensor) -> torch.Tensor:
+                         positions: torch.Tensor, features=None) -> torch.Tensor:
         """Hidden state [B, d] at the position whose next item is scored."""
-        hidden = model.hidden_states(items)
+        hidden = model.hidden_states(items, features=features)
         return hidden[torch.arange(len(items), device=items.device), positions]
 
 

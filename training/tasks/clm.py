@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from seqrec.preprocessing.workflow import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, CAUSAL
+from ..features import map_features
 from .base import Task
 
 
@@ -18,10 +19,10 @@ class CLM(Task):
     name = "clm"
     ATTENTION = (CAUSAL,)
 
-    def loss(self, model, items):
+    def loss(self, model, items, features=None):
         inputs, targets = items[:, :-1], items[:, 1:]
         keep = targets != PAD_ID  # right padding: a real target always has a real input
-        hidden = model.hidden_states(inputs)[keep]
+        hidden = model.hidden_states(inputs, features=map_features(features, lambda f: f[:, :-1]))[keep]
         return model.item_loss(hidden, targets[keep])
 
     def loss_elements(self, items):
@@ -44,13 +45,14 @@ class CLMLast(Task):
         ends = np.arange(counts.sum()) - np.repeat(starts, counts) + 2
         return np.repeat(rows, counts), ends
 
-    def loss(self, model, items):
+    def loss(self, model, items, features=None):
         rows = torch.arange(len(items), device=items.device)
         last = (items != PAD_ID).sum(1) - 1
         targets = items[rows, last]
         inputs = items.clone()
-        inputs[rows, last] = PAD_ID
-        hidden = model.hidden_states(inputs[:, :-1])[rows, last - 1]
+        inputs[rows, last] = PAD_ID  # the target's side features go with it (padding is zeroed)
+        hidden = model.hidden_states(inputs[:, :-1], features=map_features(features, lambda f: f[:, :-1]))
+        hidden = hidden[rows, last - 1]
         return model.item_loss(hidden, targets)
 
     def loss_elements(self, items):

@@ -11,7 +11,8 @@ class MLM(Task):
     ATTENTION = (BIDIRECTIONAL,)
     uses_mask_token = True
 
-    def loss(self, model, items):
+    def loss(self, model, items, features=None):
         masked = bernoulli_mask(items, self.cfg.mask_prob)
-        hidden = model.hidden_states(items.masked_fill(masked, MASK_ID))
+        # a masked position shows the mask embedding alone (its side features are hidden too)
+        hidden = model.hidden_states(items.masked_fill(masked, MASK_ID), features=features)
         return model.item_loss(hidden[masked], items[masked])

@@ -52,19 +52,22 @@ class PLM(Task):
     ATTENTION = (PERMUTATION,)
     uses_mask_token = True
 
-    def loss(self, model, items):
+    def loss(self, model, items, features=None):
         masked = span_mask(items, self.cfg.plm_probability, self.cfg.plm_max_span)
         perm_mask, target_mapping, positions, valid = permutation_inputs(masked)
-        # The query stream never sees a target's own content, so the inputs stay the items.
-        hidden = model.hidden_states(items, perm_mask=perm_mask, target_mapping=target_mapping)
+        # The query stream never sees a target's own content (item and side features), so the
+        # inputs stay the items.
+        hidden = model.hidden_states(items, perm_mask=perm_mask, target_mapping=target_mapping,
+                                     features=features)
         return model.item_loss(hidden[valid], items.gather(1, positions)[valid])
 
-    def inference_hidden(self, model, items, positions):
+    def inference_hidden(self, model, items, positions, features=None):
         """The appended mask position is the one target: nobody sees its content."""
         b, t = items.shape
         target = F.one_hot(positions, t).float()  # [B, T]
         perm_mask = target[:, None, :].expand(b, t, t).contiguous()
-        hidden = model.hidden_states(items, perm_mask=perm_mask, target_mapping=target[:, None, :])
+        hidden = model.hidden_states(items, perm_mask=perm_mask, target_mapping=target[:, None, :],
+                                     features=features)
         return hidden[:, 0]
 
 

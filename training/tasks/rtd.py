@@ -31,11 +31,11 @@ class RTD(Task):
     def _generator(self, model):
         return model.task_modules["generator"] if "generator" in model.task_modules else model.backbone
 
-    def corrupt(self, model, items):
+    def corrupt(self, model, items, features=None):
         """(generator loss, corrupted items, replaced [B, T] bool, masked [B, T] bool)."""
         masked = bernoulli_mask(items, self.cfg.mask_prob)
         inputs = items.masked_fill(masked, MASK_ID)
-        hidden = model.hidden_states(inputs, backbone=self._generator(model))[masked]
+        hidden = model.hidden_states(inputs, backbone=self._generator(model), features=features)[masked]
         gen_loss = model.item_loss(hidden, items[masked])
         with torch.no_grad():  # sampling is not differentiable: the generator learns from its MLM
             probs = torch.softmax(model.logits(hidden.detach()), dim=-1)
@@ -45,17 +45,18 @@ class RTD(Task):
         # A sample equal to the original is not a replacement (as in ELECTRA).
         return gen_loss, corrupted, corrupted != items, masked
 
-    def discriminate(self, model, corrupted):
-        """Replaced-position logits [B, T] from the main backbone."""
-        return model.task_modules["discriminator"](model.hidden_states(corrupted)).squeeze(-1)
+    def discriminate(self, model, corrupted, features=None):
+        """Replaced-position logits [B, T] from the main backbone. A replaced position keeps the
+        side features of the interaction it replaced (the context the generator filled in)."""
+        return model.task_modules["discriminator"](model.hidden_states(corrupted, features=features)).squeeze(-1)
 
-    def loss(self, model, items):
-        gen_loss, corrupted, replaced, masked = self.corrupt(model, items)
+    def loss(self, model, items, features=None):
+        gen_loss, corrupted, replaced, masked = self.corrupt(model, items, features)
         real = items != PAD_ID
-        logits = self.discriminate(model, corrupted)
+        logits = self.discriminate(model, corrupted, features)
         disc_loss = F.binary_cross_entropy_with_logits(logits[real], replaced[real].float())
         loss = gen_loss + self.cfg.rtd_lambda * disc_loss
         if "generator" in model.task_modules:
-            hidden = model.hidden_states(items.masked_fill(masked, MASK_ID))
+            hidden = model.hidden_states(items.masked_fill(masked, MASK_ID), features=features)
             loss = loss + model.item_loss(hidden[masked], items[masked])
         return loss

@@ -1,0 +1,112 @@
+"""The serving-time form of the saved workflow's side-feature steps, for models trained with side
+features: raw per-interaction values in, the `<col>-list` values of the session parquet out.
+
+  categorical  Categorify's vocabulary (sorted arrays, unknown -> OOV code 2, as the workflow)
+  continuous   FillMissing(0) [-> Clip(0) -> log(x + 1)] -> (x - mean) / std with the saved
+               statistics of the workflow's Normalize
+  time         TimeFeatures from the raw `timestamp` (hour / weekday on the unit circle, seconds
+               since the previous interaction of the session, 0 for the first)
+
+numpy only (copied into the repository beside lookup.py, like it). tests/test_side_features.py
+checks it equal to the workflow's own output on real MovieLens sequences.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+SIDE_FILE = "side_lookup.npz"
+OOV_ID = 2
+
+
+class SideLookup:
+    """spec: {"inputs": [[name, "INT64" | "FP32"], ...], "categorical": [{column, source}],
+    "continuous": [{column, source, kind: "normalize" | "time", ...}]}, in the model's order."""
+
+    def __init__(self, spec: dict, arrays: dict[str, np.ndarray]):
+        self.spec = spec
+        self.arrays = arrays
+
+    @property
+    def inputs(self) -> list[tuple[str, str]]:
+        """Raw request tensors: (name, Triton data type without TYPE_)."""
+        return [tuple(x) for x in self.spec["inputs"]]
+
+    @property
+    def n_categorical(self) -> int:
+        return len(self.spec["categorical"])
+
+    @property
+    def n_continuous(self) -> int:
+        return len(self.spec["continuous"])
+
+    def save(self, folder: str | Path) -> Path:
+        path = Path(folder) / SIDE_FILE
+        np.savez(path, spec=np.array(json.dumps(self.spec)), **self.arrays)
+        return path
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "SideLookup | None":
+        path = Path(folder) / SIDE_FILE
+        if not path.is_file():
+            return None  # an item-only model
+        with np.load(path) as z:
+            return cls(json.loads(str(z["spec"])), {k: z[k] for k in z.files if k != "spec"})
+
+    def check(self, raw: dict[str, np.ndarray], lengths: np.ndarray) -> str | None:
+        """An error message for unusable raw inputs ([B, L] each, rows cut at `lengths`)."""
+        for name in {c["source"] for c in self.spec["continuous"] if c["kind"] == "time"}:
+            if name in raw:
+                t = raw[name]
+                later = np.arange(1, t.shape[1]) < lengths[:, None]
+                bad = np.flatnonzero(((np.diff(t, axis=1) < 0) & later).any(axis=1))
+                if bad.size:
+                    return (f"'{name}' decreases in row {bad[0]}: send each session's "
+                            "interactions oldest first, with their times")
+        return None
+
+    def encode(self, raw: dict[str, np.ndarray], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Flat raw values per input (aligned with the flat raw items, rows at `offsets`) ->
+        categorical codes [N, C] int64 and continuous values [N, F] float32, per raw position."""
+        n = int(offsets[-1])
+        cats = np.zeros((n, self.n_categorical), dtype=np.int64)
+        for j, col in enumerate(self.spec["categorical"]):
+            keys, codes = self.arrays[f"cat{j}_keys"], self.arrays[f"cat{j}_codes"]
+            values = raw[col["source"]]
+            pos = np.clip(np.searchsorted(keys, values), 0, max(len(keys) - 1, 0))
+            cats[:, j] = np.where(keys[pos] == values, codes[pos], OOV_ID) if len(keys) else OOV_ID
+        conts = np.zeros((n, self.n_continuous), dtype=np.float32)
+        for j, col in enumerate(self.spec["continuous"]):
+            if col["kind"] == "time":
+                conts[:, j] = time_feature(raw[col["source"]], offsets, col["feature"])
+            else:
+                conts[:, j] = normalize(raw[col["source"]], col)
+        return cats, conts
+
+
+def normalize(values: np.ndarray, col: dict) -> np.ndarray:
+    """The workflow's FillMissing -> [Clip(0) -> LogOp] -> Normalize, with its arithmetic."""
+    x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
+    if col["log"]:
+        x = np.log(np.clip(x, 0, None).astype(col["log_dtype"]) + 1)
+    x = x - col["mean"]
+    return (x / col["std"] if col["std"] > 0 else x).astype(col["dtype"])
+
+
+def time_feature(seconds: np.ndarray, offsets: np.ndarray, name: str) -> np.ndarray:
+    """preprocessing.ops.TimeFeatures for rows already in time order (checked by `check`)."""
+    seconds = np.asarray(seconds, dtype=np.int64)
+    if name == "since_prev":
+        gap = np.zeros(len(seconds), dtype=np.float32)
+        first = np.zeros(len(seconds), dtype=bool)
+        first[offsets[:-1][offsets[:-1] < len(seconds)]] = True
+        gap[1:] = np.where(first[1:], 0, np.diff(seconds))
+        return gap
+    if name == "day_index":
+        return (seconds // 86400).astype(np.float32)
+    hour = (seconds % 86400) / 3600.0
+    weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
+    angle = 2 * np.pi * (hour / 24 if name.startswith("hour") else weekday / 7)
+    return (np.sin(angle) if name.endswith("sin") else np.cos(angle)).astype(np.float32)
