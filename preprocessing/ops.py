@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow as pa
 from merlin.dtypes.shape import DefaultShapes
 from merlin.schema import Tags
+from merlin.dag.ops.stat_operator import StatOperator
 from nvtabular.ops import Operator
 from merlin.dag import ColumnSelector
 
@@ -216,6 +217,55 @@ class TimeFeatures(Operator):
     def _compute_dtype(self, col_schema, input_schema):
         dtype = np.int64 if col_schema.name.endswith("day_index") else np.float32
         return col_schema.with_dtype(dtype)
+
+    def _compute_tags(self, col_schema, input_schema):
+        return col_schema.with_tags([Tags.CONTINUOUS, Tags.TIME])
+
+
+class ItemAge(StatOperator):
+    """Seconds since the item's first interaction in the fitted data (`<time>-item_age`).
+
+    Fit keeps each item's first timestamp (a min per item, streamed over partitions); transform
+    looks it up with one searchsorted. Causal by construction: the first interaction of an item
+    is never later than any interaction with it. Items the fit never saw are age 0 (new today).
+    """
+
+    def __init__(self, item_col: str, time_col: str):
+        super().__init__()
+        self.item_col, self.time_col = item_col, time_col
+        self.items = self.first_seen = None
+
+    def fit(self, col_selector: ColumnSelector, ddf):
+        _require(col_selector, [self.item_col, self.time_col])
+        return ddf.groupby(self.item_col)[self.time_col].min()
+
+    def fit_finalize(self, first_seen) -> None:
+        first_seen = first_seen.sort_index()
+        self.items = first_seen.index.to_numpy().astype(np.int64)
+        self.first_seen = first_seen.to_numpy().astype(np.int64)
+
+    def clear(self) -> None:
+        self.items = self.first_seen = None
+
+    def transform(self, col_selector: ColumnSelector, df):
+        items = np.asarray(df[self.item_col].to_numpy(), dtype=np.int64)
+        seconds = np.asarray(df[self.time_col].to_numpy(), dtype=np.int64)
+        age = np.zeros(len(items), dtype=np.float32)
+        if len(self.items):
+            pos = np.clip(np.searchsorted(self.items, items), 0, len(self.items) - 1)
+            seen = self.items[pos] == items
+            age[seen] = np.maximum(seconds[seen] - self.first_seen[pos[seen]], 0)
+        return type(df)({self.output_name: age}, index=df.index)  # merlin aligns on the index
+
+    @property
+    def output_name(self) -> str:
+        return f"{self.time_col}-item_age"
+
+    def column_mapping(self, col_selector):
+        return {self.output_name: [self.item_col, self.time_col]}
+
+    def _compute_dtype(self, col_schema, input_schema):
+        return col_schema.with_dtype(np.float32)
 
     def _compute_tags(self, col_schema, input_schema):
         return col_schema.with_tags([Tags.CONTINUOUS, Tags.TIME])

@@ -58,6 +58,7 @@ class ETLConfig:
     continuous: list[str] = field(default_factory=list)
     log_continuous: list[str] = field(default_factory=list)  # log then normalise (e.g. price)
     time_features: bool = False  # hour/weekday sin-cos, day index, seconds since previous
+    item_age: bool = False  # seconds since the item's first interaction
 
     def __post_init__(self):
         if self.split not in ("leave-last-out", "time-window"):
@@ -118,6 +119,7 @@ def run_etl(
             continuous=tuple(config.continuous + config.log_continuous),
             log_continuous=tuple(config.log_continuous),
             time_features=config.time_features,
+            item_age=config.item_age,
         )
         stages.set_postfix_str("fit")
         fit_workflow(workflow, frame)

@@ -20,7 +20,7 @@ from nvtabular import ops  # noqa: E402
 
 from merlin.schema import Tags  # noqa: E402
 
-from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, TimeFeatures  # noqa: E402
+from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
 
 ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
 ITEM_LIST = ITEM_COL + LIST_SUFFIX
@@ -42,6 +42,7 @@ def build_workflow(
     continuous: tuple[str, ...] = (),
     log_continuous: tuple[str, ...] = (),
     time_features: bool = False,
+    item_age: bool = False,
 ) -> nvt.Workflow:
     """Categorify items (and categorical side columns), normalise continuous side columns (log
     first for heavy-tailed ones such as price), then group into per-key sequences.
@@ -63,6 +64,8 @@ def build_workflow(
         )
     if time_features:  # before repeat removal: the gap is to the previous raw interaction
         features += [key, TIME_COL] >> TimeFeatures(key, TIME_COL)
+    if item_age:  # raw ids: an item's age does not depend on its Categorify code
+        features += [ITEM_COL, TIME_COL] >> ItemAge(ITEM_COL, TIME_COL)
     if remove_repeats:
         features = features >> DropConsecutiveRepeats(key, TIME_COL, ITEM_COL)
     grouped = features >> GroupSequences(

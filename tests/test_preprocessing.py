@@ -217,6 +217,25 @@ def test_time_features_follow_each_sessions_order(tmp_path):
     assert list(s8["timestamp-day_index-list"]) == [monday // 86400 + 2] * 2
 
 
+def test_item_age_is_seconds_since_the_items_first_interaction(tmp_path, ml100k):
+    """Fitted over 10 partitions (the per-item minimum must merge across them), on real rows;
+    an item the fit never saw is age 0 at transform time."""
+    from seqrec.preprocessing.workflow import build_workflow, fit_workflow, transform_frame
+
+    workflow = build_workflow(tmp_path / "cats", max_len=None, item_age=True)
+    fit_workflow(workflow, ml100k, rows_per_partition=10_000)
+    grouped = transform_frame(workflow, ml100k).set_index("user_id")
+    rows = ml100k.sort_values(["user_id", "timestamp"], kind="stable")
+    want = rows["timestamp"] - rows.groupby("item_id")["timestamp"].transform("min")
+    got = np.concatenate(grouped.loc[rows["user_id"].unique(), "timestamp-item_age-list"].tolist())
+    np.testing.assert_array_equal(got, want.to_numpy().astype(np.float32))
+    assert got.min() == 0 and got.max() > 86400 * 30  # real ages span months
+    new = pd.DataFrame({"user_id": [1, 1], "item_id": [242, 10**9], "timestamp": [10**10, 10**10 + 1]})
+    first_242 = ml100k.loc[ml100k["item_id"] == 242, "timestamp"].min()
+    ages = transform_frame(workflow, new)["timestamp-item_age-list"].tolist()[0]
+    np.testing.assert_allclose(ages, [10**10 - first_242, 0])
+
+
 def test_etl_names_a_missing_key_column_and_writes_nothing(tmp_path):
     frame = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
     with pytest.raises(InteractionError, match=r"missing column\(s\) \['session_id'\]"):
