@@ -72,3 +72,26 @@ def test_pad_right_keeps_the_most_recent_items():
 def test_unknown_backbone_fails_at_configuration():
     with pytest.raises(ValueError, match="choose from"):
         ModelConfig(num_items=10, backbone="nope")
+
+
+def test_bf16_autocast_trains_and_devices_are_checked(tmp_path, etl):
+    """precision: bf16 really runs the step in bfloat16 (CPU autocast here; CUDA the same code):
+    its losses fall and differ from fp32's by rounding only. A CUDA device on a machine without
+    one, or an unknown precision, fails at configuration."""
+    from seqrec.training.trainer import TrainConfig, train
+
+    tiny = {"d_model": 32, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
+    runs = {p: train(TrainConfig(data_dir=etl.output_dir, output_dir=str(tmp_path / p), epochs=2,
+                                 patience=3, steps_per_epoch=6, precision=p, model=tiny), progress=False)
+            for p in ("fp32", "bf16")}
+    fp32, bf16 = runs["fp32"].losses, runs["bf16"].losses
+    assert bf16[-1] < bf16[0]
+    assert bf16 != fp32  # autocast was on ...
+    np.testing.assert_allclose(bf16, fp32, rtol=0.05)  # ... and only rounding differs
+    with pytest.raises(ValueError, match="precision 'fp16': choose from"):
+        TrainConfig(data_dir=etl.output_dir, precision="fp16")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': this torch build or machine has no CUDA"):
+            TrainConfig(data_dir=etl.output_dir, device="cuda")
+    with pytest.raises(ValueError, match="device 'tpu': choose cpu"):
+        TrainConfig(data_dir=etl.output_dir, device="tpu")

@@ -42,15 +42,15 @@ class Context:
 SINGLE = Context()
 
 
-def setup() -> Context:
-    """Join the process group torchrun describes in the environment. gloo: the trainer runs on
-    CPU (a GPU run would place each rank's model on cuda:LOCAL_RANK and use nccl)."""
+def setup(backend: str = "gloo") -> Context:
+    """Join the process group torchrun describes in the environment: gloo for CPU training,
+    nccl when each rank trains on cuda:LOCAL_RANK."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return SINGLE
     ctx = Context(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
     if not dist.is_initialized():
-        dist.init_process_group("gloo")
+        dist.init_process_group(backend)
     return ctx
 
 

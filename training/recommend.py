@@ -63,8 +63,8 @@ def recommend(
     scores = score_histories(model, histories, features)
     if exclude_seen:
         rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-        seen = torch.from_numpy(np.concatenate(histories).astype(np.int64))
-        scores[torch.from_numpy(rows), seen] = float("-inf")
+        seen = torch.from_numpy(np.concatenate(histories).astype(np.int64)).to(scores.device)
+        scores[torch.from_numpy(rows).to(scores.device), seen] = float("-inf")
     k = min(k, scores.shape[1])
     top = torch.topk(scores, k, dim=1)
     return top.indices.cpu().numpy(), top.values.float().cpu().numpy()

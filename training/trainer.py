@@ -28,6 +28,24 @@ from .model import ModelConfig, SequenceRecommender
 from .recommend import recommend
 
 
+PRECISIONS = ("fp32", "bf16")
+
+
+def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
+    """The configured device, checked; under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device {name!r}: choose cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch build or machine has no CUDA device "
+                             "(use device: cpu or auto)")
+        if ctx.active:
+            name = f"cuda:{ctx.local_rank}"
+    return torch.device(name)
+
+
 @dataclass
 class TrainConfig:
     data_dir: str = "artifacts/ml-100k/data"
@@ -42,11 +60,16 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # cap (CLM-last's prefix breakdown makes long epochs)
     eval_exclude_seen: bool = False  # evaluation never recommends items already in the history
     resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present); torchrun: cuda:LOCAL_RANK
+    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
     model: dict = field(default_factory=dict)  # ModelConfig options (backbone, task, d_model, ...)
 
     def __post_init__(self):
         # An invalid backbone x task pair or option fails here, before any data is read.
         ModelConfig.check_options(self.model)
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r}: choose from {PRECISIONS}")
+        resolve_device(self.device)  # a CUDA device on a machine without one fails here
         check_side_features(self.data_dir, self.model)  # unknown side columns, named
 
 
@@ -123,12 +146,15 @@ def training_units(model: SequenceRecommender, lists, max_len: int):
 
 def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
               steps_per_epoch: int | None = None, features: dict | None = None,
-              step_loss: distributed.StepLoss | None = None) -> float:
+              step_loss: distributed.StepLoss | None = None, precision: str = "fp32") -> float:
     """One pass over the (shuffled, optionally capped) training examples; the mean loss.
     `batch_size` is the global batch: under torchrun each rank trains on its slice of it.
     features: side-feature matrices shaped like `matrix`, gathered with the same examples."""
     model.train()
     step_loss = step_loss or distributed.StepLoss(model, distributed.SINGLE)
+    device = next(model.parameters()).device
+    # bf16 autocast needs no loss scaling (fp16 would); parameters and optimizer stay fp32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     order = torch.randperm(len(unit_rows), generator=generator)
     if steps_per_epoch:
         order = order[: steps_per_epoch * batch_size]
@@ -136,10 +162,11 @@ def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_s
     for i in range(0, len(order), batch_size):
         pick = order[i : i + batch_size]
         rows, ends = unit_rows[pick], unit_ends[pick]
-        loss, value = step_loss(
-            lambda part: (gather_units(matrix, rows[part], ends[part]),
-                          map_features(features, lambda f: gather_units(f, rows[part], ends[part]))),
-            len(pick))
+        with autocast:  # the batch is gathered on the CPU, then moved: the matrix stays in host memory
+            loss, value = step_loss(
+                lambda part: (gather_units(matrix, rows[part], ends[part]).to(device),
+                              map_features(features, lambda f: gather_units(f, rows[part], ends[part]).to(device))),
+                len(pick))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -150,7 +177,7 @@ def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_s
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Trains in this process, or as one rank of `torchrun` (see training/distributed.py)."""
-    ctx = distributed.setup()
+    ctx = distributed.setup("nccl" if cfg.device.startswith("cuda") else "gloo")
     try:
         result = _train(cfg, progress, ctx)
     except BaseException:
@@ -171,6 +198,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     train_lists, valid_lists, test_lists = (_lists(frames[s]) for s in ("train", "valid", "test"))
     max_len = int(max(len(x) for x in test_lists))
     model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **model_options)
+    device = resolve_device(cfg.device, ctx)
     model = SequenceRecommender(model_cfg)
     side = {s: read_feature_lists(frames[s], model_cfg.side) for s in frames}
     if model.side is not None:
@@ -178,6 +206,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     if model_cfg.loss == "sampled":
         model.set_item_counts(torch.bincount(torch.from_numpy(np.concatenate(train_lists)),
                                              minlength=num_items))
+    model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     step_loss = distributed.StepLoss(model, ctx)  # DDP under torchrun; model.loss otherwise
 
@@ -206,7 +235,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
             break
         losses.append(run_epoch(model, optimizer, train_matrix, unit_rows, unit_ends, generator,
-                                cfg.batch_size, cfg.steps_per_epoch, train_side, step_loss))
+                                cfg.batch_size, cfg.steps_per_epoch, train_side, step_loss, cfg.precision))
         # the same metrics on every rank (rank 0's), so all ranks stop early together
         valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, side["valid"], ctx)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
@@ -226,7 +255,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     from .checkpoint import load_checkpoint  # the best epoch, not the last
 
     if ctx.main:
-        model = load_checkpoint(out)
+        model = load_checkpoint(out).to(device)
     distributed.broadcast_weights(ctx, model)  # the best epoch's weights to every rank
     result = TrainResult(
         output_dir=str(out),
