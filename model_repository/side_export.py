@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 from nvtabular import ops
 
-from seqrec.preprocessing.ops import TIME_FEATURES, TimeFeatures
+from seqrec.preprocessing.ops import TIME_FEATURES, ItemAge, TimeFeatures
 from seqrec.preprocessing.workflow import _nodes
 from seqrec.training.features import SideFeatureConfig
 
@@ -31,7 +31,11 @@ def _vocabulary(workflow, column: str) -> tuple[np.ndarray, np.ndarray]:
     return uniques.to_numpy(np.int64)[order], uniques.index.to_numpy(np.int64)[order]
 
 
-def _continuous(workflow, column: str) -> dict:
+def _continuous(workflow, column: str, arrays: dict) -> dict:
+    for j, op in enumerate(n.op for n in _ops(workflow, ItemAge)):
+        if column == op.output_name:  # the fitted first-seen times travel in the npz
+            arrays[f"age{j}_items"], arrays[f"age{j}_first"] = op.items, op.first_seen
+            return {"column": column, "source": op.time_col, "kind": "item_age", "index": j}
     time_ops = [n.op for n in _ops(workflow, TimeFeatures)]
     for op in time_ops:
         name = column[len(op.time_col) + 1:]
@@ -53,12 +57,12 @@ def build_side_lookup(workflow, side: SideFeatureConfig) -> SideLookup:
     for j, column in enumerate(side.categorical):
         arrays[f"cat{j}_keys"], arrays[f"cat{j}_codes"] = _vocabulary(workflow, column)
         categorical.append({"column": column, "source": column})
-    continuous = [_continuous(workflow, c) for c in side.continuous]
+    continuous = [_continuous(workflow, c, arrays) for c in side.continuous]
     inputs: dict[str, str] = {}
     for col in categorical:
         inputs[col["source"]] = "INT64"
     for col in continuous:
-        inputs[col["source"]] = "INT64" if col["kind"] == "time" else "FP32"
+        inputs[col["source"]] = "INT64" if col["kind"] in ("time", "item_age") else "FP32"
     spec = {"inputs": sorted(inputs.items()), "categorical": categorical, "continuous": continuous}
     return SideLookup(spec, arrays)
 

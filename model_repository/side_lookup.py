@@ -6,6 +6,8 @@ features: raw per-interaction values in, the `<col>-list` values of the session 
                statistics of the workflow's Normalize
   time         TimeFeatures from the raw `timestamp` (hour / weekday on the unit circle, seconds
                since the previous interaction of the session, 0 for the first)
+  item_age     ItemAge: seconds since the item's first interaction in the fitted data (the
+               fitted first-seen times are in the npz; unseen items are 0)
 
 numpy only (copied into the repository beside lookup.py, like it). tests/test_side_features.py
 checks it equal to the workflow's own output on real MovieLens sequences.
@@ -57,7 +59,7 @@ class SideLookup:
 
     def check(self, raw: dict[str, np.ndarray], lengths: np.ndarray) -> str | None:
         """An error message for unusable raw inputs ([B, L] each, rows cut at `lengths`)."""
-        for name in {c["source"] for c in self.spec["continuous"] if c["kind"] == "time"}:
+        for name in {c["source"] for c in self.spec["continuous"] if c["kind"] == "time"}:  # not item_age: no order
             if name in raw:
                 t = raw[name]
                 later = np.arange(1, t.shape[1]) < lengths[:, None]
@@ -67,8 +69,9 @@ class SideLookup:
                             "interactions oldest first, with their times")
         return None
 
-    def encode(self, raw: dict[str, np.ndarray], offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Flat raw values per input (aligned with the flat raw items, rows at `offsets`) ->
+    def encode(self, raw: dict[str, np.ndarray], offsets: np.ndarray,
+               items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Flat raw values per input (aligned with the flat raw `items`, rows at `offsets`) ->
         categorical codes [N, C] int64 and continuous values [N, F] float32, per raw position."""
         n = int(offsets[-1])
         cats = np.zeros((n, self.n_categorical), dtype=np.int64)
@@ -81,6 +84,9 @@ class SideLookup:
         for j, col in enumerate(self.spec["continuous"]):
             if col["kind"] == "time":
                 conts[:, j] = time_feature(raw[col["source"]], offsets, col["feature"])
+            elif col["kind"] == "item_age":
+                conts[:, j] = item_age(items, raw[col["source"]], self.arrays[f"age{col['index']}_items"],
+                                       self.arrays[f"age{col['index']}_first"])
             else:
                 conts[:, j] = normalize(raw[col["source"]], col)
         return cats, conts
@@ -110,3 +116,14 @@ def time_feature(seconds: np.ndarray, offsets: np.ndarray, name: str) -> np.ndar
     weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
     angle = 2 * np.pi * (hour / 24 if name.startswith("hour") else weekday / 7)
     return (np.sin(angle) if name.endswith("sin") else np.cos(angle)).astype(np.float32)
+
+
+def item_age(items: np.ndarray, seconds: np.ndarray, known: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """preprocessing.ops.ItemAge with its fitted arrays (`known` sorted raw ids)."""
+    items, seconds = np.asarray(items, dtype=np.int64), np.asarray(seconds, dtype=np.int64)
+    age = np.zeros(len(items), dtype=np.float32)
+    if len(known):
+        pos = np.clip(np.searchsorted(known, items), 0, len(known) - 1)
+        seen = known[pos] == items
+        age[seen] = np.maximum(seconds[seen] - first[pos[seen]], 0)
+    return age

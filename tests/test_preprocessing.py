@@ -234,12 +234,16 @@ def test_item_age_is_seconds_since_the_items_first_interaction(tmp_path, ml100k)
     first_242 = ml100k.loc[ml100k["item_id"] == 242, "timestamp"].min()
     ages = transform_frame(workflow, new)["timestamp-item_age-list"].tolist()[0]
     np.testing.assert_allclose(ages, [10**10 - first_242, 0])
-    # the served ensemble cannot compute it yet: export names the column instead of serving zeros
+    # the served ensemble computes it from raw ids and times with the fitted arrays, like the op
     from seqrec.model_repository.side_export import build_side_lookup
     from seqrec.training.features import SideFeatureConfig
 
-    with pytest.raises(ValueError, match="'timestamp-item_age' is neither a time feature"):
-        build_side_lookup(workflow, SideFeatureConfig(continuous=["timestamp-item_age"]))
+    side = build_side_lookup(workflow, SideFeatureConfig(continuous=["timestamp-item_age"]))
+    assert side.inputs == [("timestamp", "INT64")]
+    lengths = rows.groupby("user_id", sort=False).size().to_numpy()
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    _, served = side.encode({"timestamp": rows["timestamp"].to_numpy()}, offsets, rows["item_id"].to_numpy())
+    np.testing.assert_array_equal(served[:, 0], got)
 
 
 def test_etl_names_a_missing_key_column_and_writes_nothing(tmp_path):

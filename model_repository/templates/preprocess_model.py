@@ -109,7 +109,7 @@ class TritonPythonModel:
         enc_lengths = np.diff(enc_offsets)
         side = None
         if self.side is not None and good:  # features of the kept positions, aligned with encoded
-            cats, conts = self.side.encode({k: np.concatenate(v) for k, v in side_values.items()}, offsets)
+            cats, conts = self.side.encode({k: np.concatenate(v) for k, v in side_values.items()}, offsets, flat)
             side = (cats[keep], conts[keep])
 
         responses = [None] * len(requests)
