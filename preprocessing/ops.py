@@ -155,6 +155,8 @@ class GroupSequences(Operator):
             return col_schema.with_tags([])
         if col_schema.name.endswith((FIRST_SUFFIX, LAST_SUFFIX)):
             return col_schema.with_tags([Tags.TIME])
+        if col_schema.name == self.key:  # what one row of the output is: a session or a user
+            return col_schema.with_tags([Tags.ID, Tags.SESSION_ID if "session" in self.key else Tags.USER_ID])
         col_schema = super()._compute_tags(col_schema, input_schema)
         if col_schema.name.endswith(LIST_SUFFIX):
             return col_schema.with_tags([Tags.LIST, Tags.SEQUENCE])

@@ -155,6 +155,23 @@ def session_etl(tmp_path_factory):
     return frame, cfg, run_etl(cfg, interactions=frame)
 
 
+def test_saved_workflow_schema_tags_every_column(session_etl):
+    """The schema saved with the workflow says what each column is (merlin tags), which is how
+    training finds the item id, categorical and continuous lists."""
+    from merlin.schema import Tags
+
+    _, cfg, _ = session_etl
+    schema = load_workflow(Path(cfg.output_dir) / "workflow").output_schema
+    tags = {c.name: set(c.tags) for c in schema}
+    assert {Tags.ITEM, Tags.ID, Tags.CATEGORICAL, Tags.LIST, Tags.SEQUENCE} <= tags[ITEM_LIST]
+    assert {Tags.CATEGORICAL, Tags.LIST} <= tags["category-list"] and Tags.ITEM not in tags["category-list"]
+    assert {Tags.CONTINUOUS, Tags.LIST} <= tags["price-list"]
+    assert {Tags.SESSION, Tags.ID} <= tags["session_id"]  # SESSION_ID, stored as its parts
+    assert tags["timestamp-first"] == {Tags.TIME} and tags["seq_length"] == set()
+    assert schema.select_by_tag(Tags.ITEM_ID).column_names == [ITEM_LIST]
+    assert all(schema[c].is_list for c in schema.select_by_tag(Tags.LIST).column_names)
+
+
 def test_time_window_splits_keep_sessions_whole_and_ordered(session_etl):
     frame, cfg, result = session_etl
     assert len(result.windows) == 3
