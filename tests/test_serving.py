@@ -405,3 +405,10 @@ def test_bidirectional_model_served_equals_offline(tmp_path, etl, offline):
     assert bert["model"].cfg.task == "mlm"
     with TritonServer(repo) as srv, RecommenderClient(srv.grpc_url, timeout_s=30) as bclient:
         assert_served_equals_offline(bclient, bert, bert["raw"][:200])
+        # served through recommend() (no scorer.pt2 for MLM): bad rows are skipped there too
+        assert not (repo / MODEL / "1" / "scorer.pt2").is_file()
+        ids, scores = offline_top(bert, bert["raw"][:2])
+        mixed = bclient.recommend_batch([bert["raw"][0], [-4], bert["raw"][1]], errors="return")
+        assert [mixed[0].item_ids, mixed[2].item_ids] == ids.tolist()
+        np.testing.assert_allclose([mixed[0].scores, mixed[2].scores], scores, atol=1e-4, rtol=0)
+        assert isinstance(mixed[1], RecommendationError) and mixed[1].row == 1
