@@ -12,8 +12,11 @@ Tensor contract (the exported ensemble batches: the first dimension is the batch
           <side feature>    [B, L]        for a model trained with side features: the raw value
                                           of each interaction, aligned with item_ids (the
                                           model's metadata lists them: INT64 or FP32)
-  outputs top_item_ids      INT64 [B, k]  original item ids, best first
-          top_scores        FP32  [B, k]
+  outputs top_item_ids      INT64 [B, k]  original item ids, best first (a bad row: all -1)
+          top_scores        FP32  [B, k]  (a bad row: all NaN)
+          row_errors        BYTES [B, 1]  "" for an answered row, else the message naming the
+                                          row's problem (empty session, no known item, ...)
+A request-level problem (missing item_ids, bad k, shapes that disagree) fails the whole request.
 """
 from __future__ import annotations
 
@@ -32,10 +35,17 @@ __all__ = ["RecommenderClient", "AsyncRecommenderClient", "Recommendation", "Rec
 INPUT_NAME = "item_ids"
 OUTPUT_IDS = "top_item_ids"
 OUTPUT_SCORES = "top_scores"
+OUTPUT_ERRORS = "row_errors"  # absent from repositories exported before per-row answers
+ERROR_MODES = ("raise", "return")
 
 
 class RecommendationError(Exception):
-    """The server rejected or failed a request (the message carries the server's message)."""
+    """The server rejected or failed a request, or one row of it (the message carries the
+    server's message; `row` is the row's index in the request, None for the whole request)."""
+
+    def __init__(self, message: str, row: int | None = None):
+        super().__init__(message)
+        self.row = row
 
 
 @dataclass(frozen=True)
@@ -150,7 +160,10 @@ def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
     return out
 
 
-def parse_result(result, model_name: str, rows: int, latency_ms: float) -> list[Recommendation]:
+def parse_result(result, model_name: str, rows: int, latency_ms: float, url: str = "",
+                 errors: str = "raise") -> list:
+    """Recommendations, one per row. A bad row (non-empty row_errors) raises RecommendationError
+    (errors="raise", the first bad row) or stands in the list as one (errors="return")."""
     top_ids = result.as_numpy(OUTPUT_IDS)
     top_scores = result.as_numpy(OUTPUT_SCORES)
     if (top_ids is None or top_scores is None or top_ids.shape != top_scores.shape
@@ -160,7 +173,23 @@ def parse_result(result, model_name: str, rows: int, latency_ms: float) -> list[
             f"({OUTPUT_IDS}={None if top_ids is None else top_ids.shape}, "
             f"{OUTPUT_SCORES}={None if top_scores is None else top_scores.shape})")
     ids, scores = top_ids.astype(np.int64).tolist(), top_scores.astype(np.float32).tolist()
-    return [Recommendation(item_ids=i, scores=s, latency_ms=latency_ms) for i, s in zip(ids, scores)]
+    out: list = [Recommendation(item_ids=i, scores=s, latency_ms=latency_ms)
+                 for i, s in zip(ids, scores)]
+    messages = result.as_numpy(OUTPUT_ERRORS)
+    messages = np.zeros(0, dtype=object) if messages is None else messages.reshape(-1)
+    for row in np.flatnonzero(messages != b""):  # error path: a loop over the bad rows only
+        text = messages[row]
+        text = text.decode() if isinstance(text, bytes) else str(text)
+        err = RecommendationError(f"{model_name!r} at {url}: {text}", row=int(row))
+        if errors == "raise":
+            raise err
+        out[row] = err
+    return out
+
+
+def _check_mode(errors: str) -> None:
+    if errors not in ERROR_MODES:
+        raise ValueError(f"errors must be one of {ERROR_MODES}, got {errors!r}")
 
 
 def _error(model_name: str, url: str, e: InferenceServerException) -> RecommendationError:
@@ -186,9 +215,6 @@ class RecommenderClient:
         self.retries = retries
         self._client = grpcclient.InferenceServerClient(url=url, verbose=False)
         self._dtypes: dict[str, str] | None = None
-        # Requested outputs never change: build them once, not per request.
-        self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
-                         grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
 
     def recommend(self, item_ids: Sequence[int], k: int | None = None,
                   exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
@@ -197,16 +223,23 @@ class RecommenderClient:
         return self.recommend_batch([item_ids], k=k, exclude=exclude, features=batch)[0]
 
     def recommend_batch(self, sessions: Sequence[Sequence[int]], k: int | None = None,
-                        exclude=None, features: dict | None = None) -> list[Recommendation]:
-        """One request for many sessions; a bad session fails the request, naming its row.
+                        exclude=None, features: dict | None = None,
+                        errors: str = "raise") -> list:
+        """One request for many sessions. The server answers every row on its own: with
+        errors="raise" a bad row raises RecommendationError naming it (the first bad one); with
+        errors="return" the list holds a Recommendation per good row and a RecommendationError
+        (`.row` = its index) per bad one. A malformed request raises in both modes.
         features: side feature name -> one value list per session."""
+        _check_mode(errors)
         t0 = time.perf_counter()
         dtypes = self._input_dtypes() if features else None
         inputs = build_inputs(sessions, k, exclude, features, dtypes)
+        # No `outputs`: the server returns all of them, row_errors where the repository has it
+        # (repositories exported before per-row answers keep working).
         result = self._call(lambda: self._client.infer(
-            self.model_name, inputs, outputs=self._outputs, client_timeout=self.timeout_s))
+            self.model_name, inputs, client_timeout=self.timeout_s))
         return parse_result(result, self.model_name, len(sessions),
-                            (time.perf_counter() - t0) * 1000.0)
+                            (time.perf_counter() - t0) * 1000.0, self.url, errors)
 
     def _input_dtypes(self) -> dict[str, str]:
         """The ensemble's input types (asked once): side features are INT64 or FP32."""
@@ -289,23 +322,23 @@ class AsyncRecommenderClient:
         self.timeout_s, self.retries = timeout_s, retries
         self._client = aioclient.InferenceServerClient(url=url, verbose=False)
         self._dtypes: dict[str, str] | None = None
-        self._outputs = [grpcclient.InferRequestedOutput(OUTPUT_IDS),
-                         grpcclient.InferRequestedOutput(OUTPUT_SCORES)]
 
     async def recommend(self, item_ids: Sequence[int], k: int | None = None,
                         exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
         batch = None if features is None else {n: [v] for n, v in features.items()}
         return (await self.recommend_batch([item_ids], k=k, exclude=exclude, features=batch))[0]
 
-    async def recommend_batch(self, sessions, k: int | None = None,
-                              exclude=None, features: dict | None = None) -> list[Recommendation]:
+    async def recommend_batch(self, sessions, k: int | None = None, exclude=None,
+                              features: dict | None = None, errors: str = "raise") -> list:
+        """As RecommenderClient.recommend_batch (errors="raise" or "return")."""
+        _check_mode(errors)
         t0 = time.perf_counter()
         if features and self._dtypes is None:
             self._dtypes = _dtypes_of(await self.model_metadata())
         inputs = build_inputs(sessions, k, exclude, features, self._dtypes if features else None)
         for attempt in range(self.retries + 1):
             try:
-                result = await self._client.infer(self.model_name, inputs, outputs=self._outputs,
+                result = await self._client.infer(self.model_name, inputs,
                                                   client_timeout=self.timeout_s)
                 break
             except InferenceServerException as e:
@@ -314,7 +347,7 @@ class AsyncRecommenderClient:
                     continue
                 raise _error(self.model_name, self.url, e) from e
         return parse_result(result, self.model_name, len(sessions),
-                            (time.perf_counter() - t0) * 1000.0)
+                            (time.perf_counter() - t0) * 1000.0, self.url, errors)
 
     async def is_ready(self) -> bool:
         try:

@@ -1,6 +1,7 @@
 """`seqrec export`: write (a new version of) a Triton model repository for a trained model.
 
-<repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores
+<repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores, and per row
+                           an error message ("" = answered; see ROW_ERRORS)
 <repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
                            (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
 <repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
@@ -60,8 +61,12 @@ RAW_IN = [("item_ids", "TYPE_INT64", "-1", True), ("lengths", "TYPE_INT64", "1",
 # The preprocessing step takes all of them (k too: checked there, and it gives the step an
 # input when item_ids is missing); side-feature models add their raw columns (side_export.py).
 PRE_OUT = [("encoded_items", "TYPE_INT64", "-1", False),
-           ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False)]
+           ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False),
+           ("row_ok", "TYPE_BOOL", "1", False)]  # false: a bad row, the model step skips it
 TOP_OUT = [("top_item_ids", "TYPE_INT64", "-1", False), ("top_scores", "TYPE_FP32", "-1", False)]
+# Per-row answers inside one request: "" for a good row, else the message naming its problem.
+# Made by the preprocessing step and returned by the ensemble as it is.
+ROW_ERRORS = [("row_errors", "TYPE_STRING", "1", False)]
 
 
 def _io(section: str, tensors, ragged: bool = False) -> str:
@@ -96,11 +101,12 @@ def _ensemble_config(cfg: ExportConfig, raw_in=RAW_IN, pre_out=PRE_OUT) -> str:
         maps += "".join(f'      output_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in outputs)
         return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
 
-    steps = ",\n".join([step(PREPROCESS, raw_in, pre_out), step(MODEL, pre_out, TOP_OUT)])
+    steps = ",\n".join([step(PREPROCESS, raw_in, pre_out + ROW_ERRORS),
+                        step(MODEL, pre_out, TOP_OUT)])
     return (
         f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {cfg.max_batch_size}\n'
         + _io("input", raw_in)
-        + _io("output", TOP_OUT)
+        + _io("output", TOP_OUT + ROW_ERRORS)
         + VERSION_POLICY
         + f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
     )
@@ -192,7 +198,7 @@ def export_repository(cfg: ExportConfig) -> Path:
         (staging / ENSEMBLE).mkdir()
 
         configs = {
-            PREPROCESS: _python_config(PREPROCESS, raw_in, pre_out, "KIND_CPU", cfg, {}),
+            PREPROCESS: _python_config(PREPROCESS, raw_in, pre_out + ROW_ERRORS, "KIND_CPU", cfg, {}),
             MODEL: _python_config(
                 MODEL, pre_out, TOP_OUT, kind, cfg,
                 {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),

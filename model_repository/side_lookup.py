@@ -57,17 +57,18 @@ class SideLookup:
         with np.load(path) as z:
             return cls(json.loads(str(z["spec"])), {k: z[k] for k in z.files if k != "spec"})
 
-    def check(self, raw: dict[str, np.ndarray], lengths: np.ndarray) -> str | None:
-        """An error message for unusable raw inputs ([B, L] each, rows cut at `lengths`)."""
-        for name in {c["source"] for c in self.spec["continuous"] if c["kind"] == "time"}:  # not item_age: no order
+    def row_errors(self, raw: dict[str, np.ndarray], lengths: np.ndarray) -> dict[int, str]:
+        """{row: message} for rows whose raw inputs ([B, L] each, cut at `lengths`) are unusable;
+        the other rows are fine (a bad row does not spoil its request)."""
+        errors: dict[int, str] = {}
+        for name in sorted({c["source"] for c in self.spec["continuous"] if c["kind"] == "time"}):  # item_age: no order
             if name in raw:
                 t = raw[name]
                 later = np.arange(1, t.shape[1]) < lengths[:, None]
-                bad = np.flatnonzero(((np.diff(t, axis=1) < 0) & later).any(axis=1))
-                if bad.size:
-                    return (f"'{name}' decreases in row {bad[0]}: send each session's "
-                            "interactions oldest first, with their times")
-        return None
+                for r in np.flatnonzero(((np.diff(t, axis=1) < 0) & later).any(axis=1)):
+                    errors.setdefault(int(r), f"'{name}' decreases in row {r}: send each "
+                                              "session's interactions oldest first, with their times")
+        return errors
 
     def encode(self, raw: dict[str, np.ndarray], offsets: np.ndarray,
                items: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

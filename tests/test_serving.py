@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import signal
 import shutil
 import subprocess
@@ -16,7 +17,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from seqrec.client import AsyncRecommenderClient, RecommendationError, RecommenderClient
+from seqrec.client import (AsyncRecommenderClient, RecommendationError, RecommenderClient,
+                           build_inputs)
 from seqrec.model_repository.export import (ENSEMBLE, MODEL, PREPROCESS, ExportConfig,
                                             export_repository, versions)
 from seqrec.model_repository.lookup import ItemLookup
@@ -256,6 +258,69 @@ def test_bad_row_names_itself_and_good_requests_in_the_same_batch_survive(server
     assert client.is_ready()
 
 
+def test_one_request_answers_each_row_on_its_own(server, client, offline):
+    """Good rows mixed with an empty row, an unknown-only row and a negative-id row in ONE
+    request: the good rows get their offline answers, each bad row an error naming it and the
+    documented filler (ids -1, scores NaN); a request-level problem still fails the request."""
+    good = list(offline["raw"][:4])
+    sessions = [good[0], [], good[1], [999_999, 888_888], good[2], [-3, -1], good[3],
+                np.concatenate([[999_999], good[0], [-7]])]  # some unknown ids: still good
+    bad = {1: r"empty session \(row 1\)", 3: r"no known item.*\(row 3\).*\[999999, 888888\]",
+           5: r"no known item.*\(row 5\).*\[-3, -1\]"}
+    want_ids, want_scores = offline_top(offline, [s for i, s in enumerate(sessions) if i not in bad])
+    got = client.recommend_batch(sessions, errors="return")
+    assert len(got) == len(sessions)
+    answered = [g for i, g in enumerate(got) if i not in bad]
+    for g, ids, scores in zip(answered, want_ids, want_scores):
+        assert g.item_ids == ids.tolist()
+        np.testing.assert_allclose(g.scores, scores, atol=1e-4, rtol=0)
+    for row, pattern in bad.items():
+        assert isinstance(got[row], RecommendationError) and got[row].row == row
+        assert re.search(pattern, str(got[row])), str(got[row])
+    with pytest.raises(RecommendationError, match=r"empty session \(row 1\)") as raised:
+        client.recommend_batch(sessions)  # errors="raise": the first bad row
+    assert raised.value.row == 1
+
+    # The raw tensors: "" for a good row, the filler for a bad one.
+    raw = grpcclient.InferenceServerClient(server.grpc_url)
+    result = raw.infer(ENSEMBLE, build_inputs(sessions))
+    errors = result.as_numpy("row_errors").reshape(-1)
+    assert [e != b"" for e in errors] == [i in bad for i in range(len(sessions))]
+    ids, scores = result.as_numpy("top_item_ids"), result.as_numpy("top_scores")
+    rows = sorted(bad)
+    assert (ids[rows] == -1).all() and np.isnan(scores[rows]).all()
+    assert (ids[[i for i in range(len(sessions)) if i not in bad]] >= 0).all()
+
+    # k and per-row exclusions: a good row answers as if sent alone.
+    exclude = [want_ids[0][:3].tolist(), [], want_ids[1][:2].tolist()]
+    mixed = client.recommend_batch([good[0], [-9], good[1]], k=7, exclude=exclude, errors="return")
+    for row in (0, 2):
+        alone = client.recommend(sessions[row], k=7, exclude=exclude[row])
+        assert mixed[row].item_ids == alone.item_ids
+        np.testing.assert_allclose(mixed[row].scores, alone.scores, atol=1e-4, rtol=0)
+    assert isinstance(mixed[1], RecommendationError) and "(row 1)" in str(mixed[1])
+
+    async def async_rows():
+        async with AsyncRecommenderClient(server.grpc_url, timeout_s=60) as ac:
+            return (await ac.recommend_batch([[], [-1]], errors="return"),
+                    await ac.recommend_batch(sessions[:3], errors="return"))
+
+    all_bad, first = asyncio.run(async_rows())
+    assert [e.row for e in all_bad] == [0, 1]  # a request of bad rows only: still per row
+    assert first[0].item_ids == got[0].item_ids and first[2].item_ids == got[2].item_ids
+    assert isinstance(first[1], RecommendationError)
+    with pytest.raises(ValueError, match="errors must be one of"):
+        client.recommend_batch(sessions, errors="ignore")
+    # Problems of the request itself still fail it as a whole, even with bad rows inside.
+    with pytest.raises(InferenceServerException, match="'k' must be >= 1, got 0"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50], [-3]], k=0))
+    with pytest.raises(InferenceServerException, match=r"lengths\[1\] = 5 is outside 0..1"):
+        raw.infer(ENSEMBLE, _raw_inputs([[50], [-3]], lengths=[1, 5]))
+    outputs = {o["name"]: o["datatype"] for o in client.model_metadata()["outputs"]}
+    assert outputs == {"top_item_ids": "INT64", "top_scores": "FP32", "row_errors": "BYTES"}
+    assert client.is_ready()
+
+
 def test_model_metadata_and_health(client):
     meta = client.model_metadata()
     assert meta["name"] == ENSEMBLE
@@ -340,3 +405,10 @@ def test_bidirectional_model_served_equals_offline(tmp_path, etl, offline):
     assert bert["model"].cfg.task == "mlm"
     with TritonServer(repo) as srv, RecommenderClient(srv.grpc_url, timeout_s=30) as bclient:
         assert_served_equals_offline(bclient, bert, bert["raw"][:200])
+        # served through recommend() (no scorer.pt2 for MLM): bad rows are skipped there too
+        assert not (repo / MODEL / "1" / "scorer.pt2").is_file()
+        ids, scores = offline_top(bert, bert["raw"][:2])
+        mixed = bclient.recommend_batch([bert["raw"][0], [-4], bert["raw"][1]], errors="return")
+        assert [mixed[0].item_ids, mixed[2].item_ids] == ids.tolist()
+        np.testing.assert_allclose([mixed[0].scores, mixed[2].scores], scores, atol=1e-4, rtol=0)
+        assert isinstance(mixed[1], RecommendationError) and mixed[1].row == 1

@@ -277,6 +277,14 @@ def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, sid
         with pytest.raises(RecommendationError, match="'timestamp' decreases in row 0"):
             client.recommend(items[0], features=dict({c: v[0] for c, v in raw.items()},
                                                      timestamp=raw["timestamp"][0][::-1]))
+        # the same bad row inside a request: named, the good row beside it still answered
+        mixed = client.recommend_batch(
+            [items[0], items[0]], errors="return",
+            features={c: [v[0], v[0][::-1] if c == "timestamp" else v[0]] for c, v in raw.items()})
+        assert mixed[0].item_ids == got[0].item_ids
+        np.testing.assert_allclose(mixed[0].scores, got[0].scores, atol=1e-4, rtol=0)
+        assert isinstance(mixed[1], RecommendationError) and mixed[1].row == 1
+        assert "'timestamp' decreases in row 1" in str(mixed[1])
         with pytest.raises(ValueError, match=r"feature 'rating' row 0 has 3 values for"):
             client.recommend(items[0], features=dict({c: v[0] for c, v in raw.items()}, rating=[1, 2, 3]))
         assert client.is_ready()

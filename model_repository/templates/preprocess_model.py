@@ -2,7 +2,10 @@
 
 Runs the saved workflow's compiled form (lookup.py + item_lookup.npz, both copied next to this
 file by `seqrec export`), so it needs numpy only: no NVTabular, no training code. Every request
-of one dynamic batch is encoded in ONE vectorised call; errors are answered per request.
+of one dynamic batch is encoded in ONE vectorised call. Errors are answered per request when the
+request itself is malformed (missing item_ids, bad k, shapes that disagree), otherwise per ROW:
+a bad row (empty, no known item, unusable side features) gets a message in `row_errors` and
+`row_ok` false, so the model step skips it, and the other rows are answered as if sent alone.
 
 Inputs per request (batch of B sessions, right-padded):
   item_ids          INT64 [B, L]  original ids, oldest first
@@ -13,9 +16,11 @@ Inputs per request (batch of B sessions, right-padded):
                                   beside this file): raw values aligned with item_ids, one tensor
                                   per raw column (categorical INT64, continuous FP32, `timestamp`
                                   INT64 seconds for time features); required by such a model
-Outputs: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (unknown -> 0),
-top_k INT64 [B, 1] (the checked k; 0 = the exported default), and for side-feature models
-side_categorical INT64 [B, T, C] / side_continuous FP32 [B, T, F] aligned with encoded_items.
+Outputs: encoded_items INT64 [B, T] (0-padded; a bad row all 0), exclude_encoded INT64 [B, E]
+(unknown -> 0), top_k INT64 [B, 1] (the checked k; 0 = the exported default), row_ok BOOL [B, 1]
+(false: a bad row, not to be scored), row_errors BYTES [B, 1] ("" for a good row, else the
+message naming its problem), and for side-feature models side_categorical INT64 [B, T, C] /
+side_continuous FP32 [B, T, F] aligned with encoded_items.
 """
 import sys
 from pathlib import Path
@@ -70,10 +75,17 @@ class TritonPythonModel:
                 return "'k' must hold one value per row, the same for every row of a request"
             if k.size and k[0] < 1:
                 return f"'k' must be >= 1, got {int(k[0])}"
+        exclude = _optional(request, "exclude_item_ids")
+        if exclude is not None:
+            exclude = exclude.reshape(exclude.shape[0], -1) if exclude.ndim else exclude.reshape(1, 1)
+            if exclude.shape[0] != items.shape[0]:
+                return (f"'exclude_item_ids' has {exclude.shape[0]} rows but 'item_ids' "
+                        f"has {items.shape[0]}")
         raw = self._side_inputs(request, items, lengths) if self.side is not None else {}
         if isinstance(raw, str):
             return raw
-        return items, lengths.astype(np.int64), k.astype(np.int64), raw
+        errors = self.side.row_errors(raw, lengths) if self.side is not None else {}
+        return items, lengths.astype(np.int64), k.astype(np.int64), exclude, raw, errors
 
     def _side_inputs(self, request, items, lengths):
         """Raw side-feature tensors shaped like item_ids, or an error naming the input."""
@@ -87,7 +99,7 @@ class TritonPythonModel:
             if values.shape != items.shape:
                 return f"'{name}' has shape {list(values.shape)} but 'item_ids' has {list(items.shape)}"
             raw[name] = values
-        return self.side.check(raw, lengths) or raw
+        return raw
 
     def execute(self, requests):
         parsed = [self._rows(r) for r in requests]
@@ -96,7 +108,7 @@ class TritonPythonModel:
         values, lengths = [], []
         side_values = {name: [] for name, _ in (self.side.inputs if self.side else [])}
         for i in good:
-            items, n, _, raw = parsed[i]
+            items, n, _, _, raw, _ = parsed[i]
             real = np.arange(items.shape[1]) < n[:, None]
             values.append(items[real])
             lengths.append(n)
@@ -118,23 +130,32 @@ class TritonPythonModel:
             if isinstance(p, str):
                 responses[i] = _error(p)
                 continue
-            items, n, k, _ = p
+            items, n, k, exclude, _, side_errors = p
             rows = slice(row, row + len(n))
             row += len(n)
-            responses[i] = self._response(requests[i], items, n, k, encoded, enc_offsets[rows],
-                                          enc_lengths[rows], side)
+            responses[i] = self._response(items, n, k, exclude, side_errors, encoded,
+                                          enc_offsets[rows], enc_lengths[rows], side)
         return responses
 
-    def _response(self, request, items, n, k, encoded, starts, enc_lengths, side=None):
-        empty = np.flatnonzero(n == 0)
-        if empty.size:
-            return _error(f"empty session (row {empty[0]}): 'item_ids' needs at least one item id")
-        unknown = np.flatnonzero(enc_lengths == 0)
-        if unknown.size:
-            r = unknown[0]
-            shown = items[r, : n[r]][-MAX_SHOWN:].tolist()
-            return _error(f"no known item in the session (row {r}): unknown item id(s) {shown}")
-        width = int(enc_lengths.max())
+    def _row_errors(self, items, n, enc_lengths, side_errors) -> np.ndarray:
+        """One message per row ("" = good): the first problem of each bad row, naming the row."""
+        errors = np.full(len(n), "", dtype=object)
+        for r, message in side_errors.items():
+            errors[r] = message
+        # Error path only: a loop over the BAD rows, to name each one's ids.
+        for r in np.flatnonzero(enc_lengths == 0):
+            if n[r] == 0:
+                errors[r] = f"empty session (row {r}): 'item_ids' needs at least one item id"
+            else:
+                shown = items[r, : n[r]][-MAX_SHOWN:].tolist()
+                errors[r] = f"no known item in the session (row {r}): unknown item id(s) {shown}"
+        return errors
+
+    def _response(self, items, n, k, exclude, side_errors, encoded, starts, enc_lengths, side=None):
+        errors = self._row_errors(items, n, enc_lengths, side_errors)
+        ok = errors == ""
+        enc_lengths = np.where(ok, enc_lengths, 0)  # a bad row reaches the model step empty
+        width = max(int(enc_lengths.max(initial=0)), 1)  # never a 0-wide tensor
         out = np.full((len(n), width), PAD_ID, dtype=np.int64)
         # Right-pad every encoded row: position j of row r holds encoded[start_r + j].
         cols = np.arange(width)
@@ -148,19 +169,17 @@ class TritonPythonModel:
                     padded = np.zeros((len(n), width, values.shape[1]), dtype=values.dtype)
                     padded[mask] = values[at]
                     side_out.append(pb_utils.Tensor(name, padded))
-        exclude = _optional(request, "exclude_item_ids")
         if exclude is None:
             exclude_enc = np.zeros((len(n), 0), dtype=np.int64)
         else:
-            exclude = exclude.reshape(exclude.shape[0], -1) if exclude.ndim else exclude.reshape(1, 1)
-            if exclude.shape[0] != len(n):
-                return _error(f"'exclude_item_ids' has {exclude.shape[0]} rows but 'item_ids' "
-                              f"has {len(n)}")
             exclude_enc = self.lookup.encode_items(exclude.reshape(-1)).reshape(exclude.shape)
             exclude_enc[exclude_enc < 3] = PAD_ID
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("encoded_items", out),
             pb_utils.Tensor("exclude_encoded", exclude_enc.astype(np.int64)),
             pb_utils.Tensor("top_k", k.reshape(-1, 1)),
+            pb_utils.Tensor("row_ok", ok.reshape(-1, 1)),
+            pb_utils.Tensor("row_errors", np.array([e.encode() for e in errors],
+                                                   dtype=object).reshape(-1, 1)),
             *side_out,
         ])

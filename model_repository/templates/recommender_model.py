@@ -4,11 +4,13 @@ checked against recommend() on real histories) it needs torch only; otherwise it
 seqrec's recommend() (the function offline evaluation uses) on the checkpoint.
 
 Inputs per request: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (0 = none),
-top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size); for a model trained with
+top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size), row_ok BOOL [B, 1]
+(false: a row the preprocessing step found bad; it is not scored); for a model trained with
 side features also side_categorical INT64 [B, T, C] / side_continuous FP32 [B, T, F], aligned
 with encoded_items, columns in the model's order.
 Outputs: top_item_ids INT64 [B, k], top_scores FP32 [B, k], best first. When exclusions leave
-fewer than k items, the tail is id -1 with score -inf.
+fewer than k items, the tail is id -1 with score -inf. A bad row (row_ok false) is all id -1
+with score NaN (its message is in the ensemble's row_errors).
 """
 import json
 from pathlib import Path
@@ -61,35 +63,35 @@ class TritonPythonModel:
     def execute(self, requests):
         items = [pb_utils.get_input_tensor_by_name(r, "encoded_items").as_numpy() for r in requests]
         excludes = [pb_utils.get_input_tensor_by_name(r, "exclude_encoded").as_numpy() for r in requests]
+        oks = [pb_utils.get_input_tensor_by_name(r, "row_ok").as_numpy().reshape(-1).astype(bool)
+               for r in requests]
         ks = [self._k(r) for r in requests]
         histories, row_k, row_excl = [], [], []
-        side_rows = {"side_categorical": [], "side_continuous": []}  # per row: [n, C] / [n, F]
+        side_rows = {"side_categorical": [], "side_continuous": []}  # per GOOD row: [n, C] / [n, F]
         for i in range(len(requests)):
             lengths = (items[i] != PAD_ID).sum(axis=1)
-            histories += [row[:n] for row, n in zip(items[i], lengths)]
+            histories += [row[:n] for row, n, ok in zip(items[i], lengths, oks[i]) if ok]
             for name, cols in zip(side_rows, self.side_columns):
                 if cols:
                     values = pb_utils.get_input_tensor_by_name(requests[i], name).as_numpy()
-                    side_rows[name] += [row[:n] for row, n in zip(values, lengths)]
+                    side_rows[name] += [row[:n] for row, n, ok in zip(values, lengths, oks[i]) if ok]
             row_k += [ks[i]] * len(items[i])
             row_excl.append(excludes[i])
         responses = []
+        ok = np.concatenate(oks)
         width = max(e.shape[1] for e in row_excl)
-        excl = np.zeros((len(histories), width), dtype=np.int64)
+        excl = np.zeros((len(ok), width), dtype=np.int64)
         at = 0
         for e in row_excl:
             excl[at:at + len(e), : e.shape[1]] = e
             at += len(e)
         # Rank k + (number of exclusions) and drop the excluded: the same as masking them first.
         depth = min(max(row_k) + width, self.catalogue)
-        top, scores = self._top(histories, depth, side_rows)
-        dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
-        order = np.argsort(dropped, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        scores = np.take_along_axis(scores, order, axis=1)
-        dropped = np.take_along_axis(dropped, order, axis=1)
-        ids = np.where(dropped, -1, self.vocabulary[top])
-        scores = np.where(dropped, -np.inf, scores).astype(np.float32)
+        # Bad rows are never scored: they keep the filler (id -1, score NaN).
+        ids = np.full((len(ok), depth), -1, dtype=np.int64)
+        scores = np.full((len(ok), depth), np.nan, dtype=np.float32)
+        if histories:
+            ids[ok], scores[ok] = self._ranked(histories, depth, side_rows, excl[ok])
         at = 0
         for i in range(len(requests)):
             rows, k = slice(at, at + len(items[i])), ks[i]
@@ -99,6 +101,18 @@ class TritonPythonModel:
                 pb_utils.Tensor("top_scores", np.ascontiguousarray(scores[rows, :k])),
             ]))
         return responses
+
+    def _ranked(self, histories, depth, side_rows, excl):
+        """Top `depth` original ids and scores of each history, excluded items moved to the tail
+        as id -1 / score -inf."""
+        top, scores = self._top(histories, depth, side_rows)
+        dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
+        order = np.argsort(dropped, axis=1, kind="stable")
+        top = np.take_along_axis(top, order, axis=1)
+        scores = np.take_along_axis(scores, order, axis=1)
+        dropped = np.take_along_axis(dropped, order, axis=1)
+        ids = np.where(dropped, -1, self.vocabulary[top])
+        return ids, np.where(dropped, -np.inf, scores).astype(np.float32)
 
     def _top(self, histories, depth, side_rows):
         if self.scorer is None:
