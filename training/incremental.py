@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 
 from .checkpoint import save_checkpoint
+from .features import pad_features, read_feature_lists, side_list_columns, with_cardinalities
 from .metrics import CUTOFFS
 from .model import ModelConfig, SequenceRecommender
 from .trainer import evaluate, evaluate_popularity, run_epoch, training_units
@@ -36,8 +37,6 @@ class IncrementalConfig:
 
     def __post_init__(self):
         ModelConfig.check_options(self.model)
-        if self.model.get("side_features"):
-            raise ValueError("incremental training does not take side_features yet; use `seqrec train`")
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")
 
@@ -50,18 +49,39 @@ def window_dirs(data_dir: str | Path) -> list[Path]:
     return windows
 
 
-def _lists(window: Path, split: str) -> list[np.ndarray]:
-    return list(pd.read_parquet(window / f"{split}.parquet", columns=[ITEM_LIST])[ITEM_LIST])
+def _rows(window: Path, split: str, side_columns: list[str]) -> pd.DataFrame:
+    """One split of one window: item lists (and side-feature lists), sequences of >= 2 items."""
+    frame = pd.read_parquet(window / f"{split}.parquet", columns=[ITEM_LIST, *side_columns])
+    return frame[frame[ITEM_LIST].map(len) >= 2].reset_index(drop=True)
+
+
+class _Window:
+    """A window's sequences as item lists plus their side features (when the model has any)."""
+
+    def __init__(self, frames: list[pd.DataFrame], model: SequenceRecommender):
+        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({ITEM_LIST: []})
+        self.lists = list(frame[ITEM_LIST])
+        self.features = read_feature_lists(frame, model.cfg.side) or None
+
+    def units(self, model: SequenceRecommender, max_len: int):
+        matrix, rows, ends = training_units(model, self.lists, max_len)
+        return matrix, rows, ends, pad_features(model.cfg.side, self.features, max_len)
 
 
 def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     windows = window_dirs(cfg.data_dir)
-    num_items = len(item_vocabulary(load_workflow(Path(cfg.data_dir) / "workflow")))
-    data = {w.name: {s: _lists(w, s) for s in ("train", "valid", "test")} for w in windows}
-    max_len = max(len(x) for parts in data.values() for lists in parts.values() for x in lists)
-    model = SequenceRecommender(ModelConfig(num_items=num_items, max_len=max_len, **cfg.model))
+    workflow = load_workflow(Path(cfg.data_dir) / "workflow")
+    num_items = len(item_vocabulary(workflow))
+    model_options = with_cardinalities(cfg.model, workflow.output_schema)  # side features, if any
+    side_columns = side_list_columns(model_options)
+    data = {w.name: {s: _rows(w, s, side_columns) for s in ("train", "valid", "test")} for w in windows}
+    max_len = max(int(f[ITEM_LIST].map(len).max()) for parts in data.values() for f in parts.values() if len(f))
+    model = SequenceRecommender(ModelConfig(num_items=num_items, max_len=max_len, **model_options))
+    whole = {name: _Window(list(parts.values()), model) for name, parts in data.items()}
+    if model.side is not None:  # standardised with the FIRST window only: later ones are future
+        model.side.set_statistics({c: np.concatenate(v) for c, v in whole[windows[0].name].features.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed)
     out = Path(cfg.output_dir)
@@ -71,23 +91,22 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
     bar = tqdm(windows[:-1], desc="windows", unit="window", disable=not progress)
     for current, following in zip(bar, windows[1:]):
         # The whole of window t is in the past once t+1 is evaluated: train on all of it.
-        lists = [x for s in ("train", "valid", "test") for x in data[current.name][s] if len(x) >= 2]
-        matrix, rows, ends = training_units(model, lists, max_len)
-        losses = [run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size)
+        matrix, rows, ends, side = whole[current.name].units(model, max_len)
+        losses = [run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size, features=side)
                   for _ in range(cfg.epochs_per_window)]
-        seen.extend(lists)
-        eval_lists = [x for x in data[following.name][cfg.eval_split] if len(x) >= 2]
-        metrics = evaluate(model, eval_lists, exclude_seen=cfg.eval_exclude_seen)
+        seen.extend(whole[current.name].lists)
+        target = _Window([data[following.name][cfg.eval_split]], model)
+        eval_lists = target.lists
+        metrics = evaluate(model, eval_lists, exclude_seen=cfg.eval_exclude_seen, features=target.features)
         popularity = evaluate_popularity(seen, eval_lists, num_items, cfg.eval_exclude_seen)
         per_window.append({"trained_on": current.name, "evaluated_on": following.name,
                            "sessions": len(eval_lists), "loss": losses[-1],
                            "model": metrics, "popularity": popularity})
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
     # The final model has also seen the last window: it is what would be served next.
-    last = [x for s in ("train", "valid", "test") for x in data[windows[-1].name][s] if len(x) >= 2]
-    matrix, rows, ends = training_units(model, last, max_len)
+    matrix, rows, ends, side = whole[windows[-1].name].units(model, max_len)
     for _ in range(cfg.epochs_per_window):
-        run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size)
+        run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size, features=side)
     save_checkpoint(model, out)
     names = per_window[0]["model"].keys()
     report = {
