@@ -11,7 +11,7 @@ Tensor contract (the exported ensemble batches: the first dimension is the batch
                                           catalogue are ignored, so they serve as padding)
           <side feature>    [B, L]        for a model trained with side features: the raw value
                                           of each interaction, aligned with item_ids (the
-                                          model's metadata lists them: INT64 or FP32)
+                                          model's metadata lists them: INT64, FP32, or BYTES for text)
   outputs top_item_ids      INT64 [B, k]  original item ids, best first (a bad row: all -1)
           top_scores        FP32  [B, k]  (a bad row: all NaN)
           row_errors        BYTES [B, 1]  "" for an answered row, else the message naming the
@@ -109,8 +109,16 @@ def _feature_tensor(name: str, rows, lengths: np.ndarray, dtype: str | None) -> 
     for i, (a, n) in enumerate(zip(arrays, lengths)):
         if a.ndim != 1 or len(a) != n:
             raise ValueError(f"feature {name!r} row {i} has {a.size} values for {n} item ids")
-    if dtype is None:  # the server did not say: integers as INT64, anything else as FP32
-        dtype = "INT64" if all(a.dtype.kind in "iub" for a in arrays) else "FP32"
+    if dtype is None:  # the server did not say: integers as INT64, text as BYTES, else FP32
+        kinds = {a.dtype.kind for a in arrays}
+        dtype = "INT64" if kinds <= set("iub") else "BYTES" if kinds & set("USO") else "FP32"
+    if dtype == "BYTES":  # text values (e.g. a brand), UTF-8 encoded; padding is b""
+        out = np.full((len(arrays), int(lengths.max(initial=0))), b"", dtype=object)
+        mask = np.arange(out.shape[1]) < lengths[:, None]
+        if mask.any():
+            # plain Python bytes (astype(object)): tritonclient writes np.bytes_ as "b'...'"
+            out[mask] = np.char.encode(np.concatenate(arrays).astype(str), "utf-8").astype(object)
+        return out
     np_dtype = np.int64 if dtype == "INT64" else np.float32
     out = np.zeros((len(arrays), int(lengths.max(initial=0))), dtype=np_dtype)
     mask = np.arange(out.shape[1]) < lengths[:, None]
@@ -154,7 +162,8 @@ def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
         tensors.append((name, _feature_tensor(name, rows, lengths, (dtypes or {}).get(name))))
     out = []
     for name, arr in tensors:
-        inp = grpcclient.InferInput(name, list(arr.shape), "FP32" if arr.dtype == np.float32 else "INT64")
+        wire = "BYTES" if arr.dtype == object else "FP32" if arr.dtype == np.float32 else "INT64"
+        inp = grpcclient.InferInput(name, list(arr.shape), wire)
         inp.set_data_from_numpy(arr)
         out.append(inp)
     return out

@@ -21,14 +21,18 @@ def _ops(workflow, kind):
 
 
 def _vocabulary(workflow, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """Categorify's raw values (sorted, int64) and their codes for one column."""
+    """Categorify's raw values (sorted: int64, or text as a numpy str array) and their codes."""
     op = next(n.op for n in _ops(workflow, ops.Categorify) if column in n.op.categories)
     uniques = pd.read_parquet(op.categories[column])[column].dropna()
-    if not pd.api.types.is_integer_dtype(uniques):
+    if pd.api.types.is_integer_dtype(uniques):
+        keys = uniques.to_numpy(np.int64)
+    elif pd.api.types.is_bool_dtype(uniques) or pd.api.types.is_float_dtype(uniques):
         raise ValueError(f"categorical side column {column!r} holds {uniques.dtype} values; the "
-                         "served ensemble takes raw categorical values as INT64")
-    order = np.argsort(uniques.to_numpy(), kind="stable")
-    return uniques.to_numpy(np.int64)[order], uniques.index.to_numpy(np.int64)[order]
+                         "served ensemble takes raw categorical values as INT64 or text (BYTES)")
+    else:  # text (brands, category paths): served as UTF-8 BYTES
+        keys = uniques.astype(str).to_numpy().astype(str)
+    order = np.argsort(keys, kind="stable")
+    return keys[order], uniques.index.to_numpy(np.int64)[order]
 
 
 def _continuous(workflow, column: str, arrays: dict) -> dict:
@@ -59,8 +63,8 @@ def build_side_lookup(workflow, side: SideFeatureConfig) -> SideLookup:
         categorical.append({"column": column, "source": column})
     continuous = [_continuous(workflow, c, arrays) for c in side.continuous]
     inputs: dict[str, str] = {}
-    for col in categorical:
-        inputs[col["source"]] = "INT64"
+    for j, col in enumerate(categorical):
+        inputs[col["source"]] = "BYTES" if arrays[f"cat{j}_keys"].dtype.kind == "U" else "INT64"
     for col in continuous:
         inputs[col["source"]] = "INT64" if col["kind"] in ("time", "item_age") else "FP32"
     spec = {"inputs": sorted(inputs.items()), "categorical": categorical, "continuous": continuous}
@@ -71,7 +75,9 @@ def side_tensors(lookup: SideLookup | None):
     """(raw request inputs, tensors from the preprocessing step to the model step)."""
     if lookup is None:
         return [], []
-    raw = [(name, f"TYPE_{dtype}", "-1", True) for name, dtype in lookup.inputs]
+    # config.pbtxt spells the BYTES wire type TYPE_STRING
+    raw = [(name, "TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}", "-1", True)
+           for name, dtype in lookup.inputs]
     between = []
     if lookup.n_categorical:
         between.append((SIDE_CATEGORICAL, "TYPE_INT64", f"-1, {lookup.n_categorical}", False))

@@ -79,6 +79,8 @@ class SideLookup:
         for j, col in enumerate(self.spec["categorical"]):
             keys, codes = self.arrays[f"cat{j}_keys"], self.arrays[f"cat{j}_codes"]
             values = raw[col["source"]]
+            if keys.dtype.kind == "U":  # a text column: BYTES on the wire
+                values = as_text(values)
             pos = np.clip(np.searchsorted(keys, values), 0, max(len(keys) - 1, 0))
             cats[:, j] = np.where(keys[pos] == values, codes[pos], OOV_ID) if len(keys) else OOV_ID
         conts = np.zeros((n, self.n_continuous), dtype=np.float32)
@@ -128,3 +130,13 @@ def item_age(items: np.ndarray, seconds: np.ndarray, known: np.ndarray, first: n
         seen = known[pos] == items
         age[seen] = np.maximum(seconds[seen] - first[pos[seen]], 0)
     return age
+
+
+def as_text(values) -> np.ndarray:
+    """BYTES tensor values (an object array of UTF-8 bytes) -> a numpy str array."""
+    values = np.asarray(values)
+    if values.dtype.kind == "U":
+        return values
+    if values.dtype.kind in "OS":
+        return np.char.decode(values.astype("S"), "utf-8")
+    return values.astype(str)

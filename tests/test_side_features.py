@@ -72,10 +72,6 @@ def test_side_feature_options_are_checked_against_the_data(side_etl):
     with pytest.raises(ValueError, match=r"unknown option\(s\) \['bins'\]"):
         TrainConfig(data_dir=data, model={"side_features": {"continuous": ["rating"], "bins": 3}})
     TrainConfig(data_dir=data, model={"side_features": SIDE})  # the real columns pass
-    from seqrec.training.incremental import IncrementalConfig
-
-    with pytest.raises(ValueError, match="incremental training does not take side_features"):
-        IncrementalConfig(data_dir=data, output_dir=data, model={"side_features": SIDE})
 
 
 # Every task, and between them both combinations and both continuous embeddings.
@@ -337,3 +333,47 @@ def test_served_through_recommend_when_there_is_no_scorer(tmp_path, side_repo, s
     for g, ids, scores in zip(got, want_ids, want_scores):
         assert g.item_ids == ids.tolist()
         np.testing.assert_allclose(g.scores, scores, atol=1e-4, rtol=0)
+
+
+@pytest.mark.slow
+def test_text_categorical_side_feature_is_served_as_bytes(tmp_path, ml100k):
+    """A categorical side column of text (here the movie's decade, '1990s', as readers give
+    brands or category paths) trains through Categorify and is served as a BYTES input: the
+    served top-10 equals offline for real users; an unseen text maps to OOV, like offline."""
+    from seqrec.client import RecommenderClient
+    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.model_repository.server import TritonServer
+
+    frame = ml100k.assign(decade=(ml100k["release_year"] // 10 * 10).astype(str) + "s")
+    etl = run_etl(ETLConfig(output_dir=str(tmp_path / "data"), max_len=MAX_LEN, categorical=["decade"]),
+                  interactions=frame, progress=False)
+    trained = train(TrainConfig(data_dir=etl.output_dir, output_dir=str(tmp_path / "model"), epochs=2,
+                                model={"d_model": 32, "n_heads": 2,
+                                       "side_features": {"categorical": ["decade"]}}), progress=False)
+    repo = export_repository(ExportConfig(data_dir=etl.output_dir, model_dir=trained.output_dir,
+                                          repository=str(tmp_path / "repo")))
+    workflow, model = load_workflow(Path(etl.output_dir) / "workflow"), load_checkpoint(trained.output_dir)
+    users = pd.read_parquet(Path(etl.output_dir) / "test.parquet")["user_id"].to_numpy()[:50]
+    raw = frame.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
+    raw = raw[raw.groupby("user_id").cumcount(ascending=False) > 0].drop(columns="index")
+    raw = raw[raw["user_id"].isin(users)]
+    by_user = dict(list(raw.groupby("user_id")))
+    items = [by_user[u]["item_id"].to_numpy() for u in users]
+    decades = [by_user[u]["decade"].tolist() for u in users]
+    grouped = transform_frame(workflow, raw).set_index("user_id").loc[users]
+    top, scores = recommend(model, list(grouped[ITEM_LIST]), k=10,
+                            features={"decade": list(grouped["decade" + LIST_SUFFIX])})
+    want = item_vocabulary(workflow)[top]
+    with TritonServer(repo) as srv, RecommenderClient(srv.grpc_url, timeout_s=30) as client:
+        assert dict(client._input_dtypes())["decade"] == "BYTES"
+        got = client.recommend_batch(items, features={"decade": decades})
+        for g, ids, sc in zip(got, want, scores):
+            np.testing.assert_allclose(g.scores, sc, atol=1e-4, rtol=0)
+            assert g.item_ids == ids.tolist()
+        unseen = client.recommend(items[0], features={"decade": ["1890s ü"] * len(items[0])})
+        oov = raw[raw["user_id"] == users[0]].assign(decade="1890s ü")
+        g0 = transform_frame(workflow, oov)
+        t0, s0 = recommend(model, list(g0[ITEM_LIST]), k=10, features={"decade": list(g0["decade" + LIST_SUFFIX])})
+        assert unseen.item_ids == item_vocabulary(workflow)[t0][0].tolist()
+        np.testing.assert_allclose(unseen.scores, s0[0], atol=1e-4, rtol=0)
+        assert client.is_ready()
