@@ -92,9 +92,9 @@ EXCLUDE_PAD = np.iinfo(np.int64).min  # never a catalogue id, so excluding it is
 RETRY_STATUS = "UNAVAILABLE"
 
 
-def _padded(rows: list[np.ndarray], pad: int) -> tuple[np.ndarray, np.ndarray]:
+def _padded(rows: list[np.ndarray], pad, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
     lengths = np.array([len(r) for r in rows], dtype=np.int64)
-    out = np.full((len(rows), int(lengths.max(initial=0))), pad, dtype=np.int64)
+    out = np.full((len(rows), int(lengths.max(initial=0))), pad, dtype=dtype)
     mask = np.arange(out.shape[1]) < lengths[:, None]
     if rows and mask.any():
         out[mask] = np.concatenate(rows)
@@ -113,21 +113,15 @@ def _feature_tensor(name: str, rows, lengths: np.ndarray, dtype: str | None) -> 
         kinds = {a.dtype.kind for a in arrays}
         dtype = "INT64" if kinds <= set("iub") else "BYTES" if kinds & set("USO") else "FP32"
     if dtype == "BYTES":  # text values (e.g. a brand), UTF-8 encoded; padding is b""
-        out = np.full((len(arrays), int(lengths.max(initial=0))), b"", dtype=object)
-        mask = np.arange(out.shape[1]) < lengths[:, None]
-        if mask.any():
-            # plain Python bytes (astype(object)): tritonclient writes np.bytes_ as "b'...'"
-            out[mask] = np.char.encode(np.concatenate(arrays).astype(str), "utf-8").astype(object)
-        return out
+        # plain Python bytes (astype(object)): tritonclient writes np.bytes_ as "b'...'"
+        return _padded([np.char.encode(a.astype(str), "utf-8").astype(object) for a in arrays],
+                       b"", object)[0]
+    if dtype == "INT64":
+        for a in arrays:
+            if a.dtype.kind == "f" and (a != np.round(a)).any():
+                raise ValueError(f"feature {name!r} takes integers (INT64), got {a[a != np.round(a)][0]}")
     np_dtype = np.int64 if dtype == "INT64" else np.float32
-    out = np.zeros((len(arrays), int(lengths.max(initial=0))), dtype=np_dtype)
-    mask = np.arange(out.shape[1]) < lengths[:, None]
-    if mask.any():
-        flat = np.concatenate(arrays)
-        if dtype == "INT64" and flat.dtype.kind == "f" and (flat != np.round(flat)).any():
-            raise ValueError(f"feature {name!r} takes integers (INT64), got {flat[flat != np.round(flat)][0]}")
-        out[mask] = flat.astype(np_dtype)
-    return out
+    return _padded([a.astype(np_dtype) for a in arrays], 0, np_dtype)[0]
 
 
 def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .ops import LENGTH_COLUMN, LIST_SUFFIX, keep_last_mask, sequences_table
+from .ops import FIRST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX, keep_last_mask, sequences_table
 
 
 def drop_last(lists: pa.ListArray, n: int) -> pa.ListArray:
@@ -65,7 +65,7 @@ def time_window_splits(
     """
     if not 0 <= valid_fraction + test_fraction < 1:
         raise ValueError("valid_fraction + test_fraction must be in [0, 1)")
-    first = grouped[time_col + "-first"].to_numpy()
+    first = grouped[time_col + FIRST_SUFFIX].to_numpy()
     window = first // window_seconds
     order = np.lexsort((first, window))
     sorted_windows = window[order]

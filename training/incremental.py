@@ -59,7 +59,7 @@ class _Window:
     """A window's sequences as item lists plus their side features (when the model has any)."""
 
     def __init__(self, frames: list[pd.DataFrame], model: SequenceRecommender):
-        frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame({ITEM_LIST: []})
+        frame = pd.concat(frames, ignore_index=True)
         self.lists = list(frame[ITEM_LIST])
         self.features = read_feature_lists(frame, model.cfg.side) or None
 

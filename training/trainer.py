@@ -92,12 +92,11 @@ def evaluate(model: SequenceRecommender, lists, batch_size: int = 256,
     """Metrics for the last item of each list given everything before it, via recommend() over
     the full catalogue (the model never receives the target, nor its side features). Under
     torchrun each rank scores its shard of the lists (with their features)."""
-    if ctx.active:
-        names = sorted(features or {})
-        rows = [(lst, *(features[c][i] for c in names)) for i, lst in enumerate(lists)]
-        return distributed.sharded_mean(ctx, lambda part: evaluate(
-            model, [r[0] for r in part], batch_size, exclude_seen,
-            {c: [r[j + 1] for r in part] for j, c in enumerate(names)} or None), rows)
+    if ctx.active:  # shard row indices: the lists and their features are cut alike
+        return distributed.sharded_mean(ctx, lambda index: evaluate(
+            model, [lists[i] for i in index], batch_size, exclude_seen,
+            features and {c: [v[i] for i in index] for c, v in features.items()}),
+            list(range(len(lists))))
     histories, targets = split_history_target(lists)
     side = slice_rows(features, lambda x, n: x[:n], [len(h) for h in histories])
     tops = [
@@ -116,11 +115,6 @@ def evaluate_popularity(train_lists, eval_lists, num_items: int,
         return ranking_metrics(popularity_top_unseen(counts, histories, max(CUTOFFS)), targets)
     top = popularity_top(train_lists, num_items, FIRST_ITEM_ID, max(CUTOFFS))
     return ranking_metrics(np.broadcast_to(top, (len(targets), len(top))), targets)
-
-
-def clm_loss(model: SequenceRecommender, batch: torch.Tensor) -> torch.Tensor:
-    """The model's task loss for a right-padded batch (kept under its old name)."""
-    return model.loss(batch)
 
 
 STATE_FILE = "trainer_state.pt"
@@ -275,4 +269,4 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     return result
 
 
-__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "clm_loss", "LIST_SUFFIX"]
+__all__ = ["TrainConfig", "TrainResult", "train", "evaluate", "LIST_SUFFIX"]
