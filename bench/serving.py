@@ -102,8 +102,9 @@ def server_split(url: str, models) -> dict:
     return out
 
 
-def ensure_model(config: str, epochs: int) -> Path:
-    """The demo recipe's repository; ETL + training + export only when it is missing."""
+def ensure_model(config: str, epochs: int, compile_scorer: bool = True) -> Path:
+    """The demo recipe's repository (with the compiled scorer: `<repository>-compiled`); ETL +
+    training + export only when it is missing."""
     from seqrec.config import build, load_recipe
     from seqrec.model_repository.export import ExportConfig, export_repository
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
@@ -111,6 +112,8 @@ def ensure_model(config: str, epochs: int) -> Path:
 
     recipe = load_recipe(config)
     export = build(ExportConfig, recipe.get("export"))
+    if compile_scorer:
+        export.repository, export.compile_scorer = export.repository + "-compiled", True
     if (Path(export.repository) / "seqrec" / "config.pbtxt").is_file():
         return Path(export.repository)
     etl_cfg = build(ETLConfig, recipe.get("etl"))
@@ -188,6 +191,53 @@ async def _concurrent(url: str, requests, concurrency: int, answers: dict,
     return stats
 
 
+def profile(repo: Path, requests, rows=(1, 16)) -> dict:
+    """Microseconds per call of each part of the served path, in this process with one torch
+    thread (as the model step runs): the preprocessing runtime, the model step's batching and
+    answers, and the scorer as the plain torch.export program and compiled by AOTInductor."""
+    import torch
+
+    from seqrec.client import contract as C
+    from seqrec.model_repository.lookup import ItemLookup
+    from seqrec.model_repository.runtime import Preprocessor, Ranker
+
+    torch.set_num_threads(1)
+    here = repo / C.MODEL / "1"
+
+    def us(fn, n=200):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return round((time.perf_counter() - t0) / n * 1e6, 1)
+
+    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / "1"))
+    ranker = Ranker(np.load(here / "item_vocabulary.npy"), 10)
+    good = [items for _, items, bad in requests if not bad]
+    out: dict = {}
+    for n in rows:
+        batch = np.array([list(s[-50:]) + [0] * (50 - len(s[-50:])) for s in good[:n]])
+        lengths = np.array([[min(len(s), 50)] for s in good[:n]])
+        get = {C.ITEM_IDS.name: batch, C.LENGTHS.name: lengths}.get
+        step = pre.run([pre.parse(get)])[0]
+        args = (torch.from_numpy(step[C.ENCODED_ITEMS.name]), torch.from_numpy(step[C.EXCLUDE_ENCODED.name]),
+                torch.empty((10, 0)), None)
+        part = {"preprocess_runtime": us(lambda: pre.run([pre.parse(get)])),
+                "ranker_gather": us(lambda: ranker.gather([step]))}
+        with torch.inference_mode():
+            for name, load in (("scorer_program", lambda p: torch.export.load(p).module()),
+                               ("scorer_compiled", torch._inductor.aoti_load_package)):
+                path = here / ("scorer.pt2" if name == "scorer_program" else "scorer_compiled.pt2")
+                if path.is_file():
+                    scorer = load(str(path))
+                    part[name] = us(lambda: scorer(*args), n=50)
+            ids, scores = scorer(*args)
+        b = ranker.gather([step])
+        part["ranker_answers"] = us(lambda: ranker.answers(b, ids.numpy(), scores.numpy()))
+        out[f"{n}_rows"] = part
+    return out
+
+
 def percentiles(ms: np.ndarray) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
 
@@ -201,13 +251,16 @@ def main() -> None:
     ap.add_argument("--bad-share", type=float, default=0.1)
     ap.add_argument("--concurrency", default="8,16,32")
     ap.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
+    ap.add_argument("--no-compile", action="store_true",
+                    help="serve the plain torch.export program (no AOTInductor scorer)")
     args = ap.parse_args()
 
     from seqrec.config import build, load_recipe
     from seqrec.model_repository.export import ExportConfig
     from seqrec.model_repository.server import TritonServer
 
-    repo = Path(args.repository) if args.repository else ensure_model(args.config, args.epochs)
+    repo = (Path(args.repository) if args.repository
+            else ensure_model(args.config, args.epochs, not args.no_compile))
     data_dir = Path(build(ExportConfig, load_recipe(args.config).get("export")).data_dir)
     requests = workload(data_dir, args.requests, args.bad_share)
     floor_requests = [r for r in requests if not r[2]]  # the floor answers anything: good ones only
@@ -259,7 +312,8 @@ def main() -> None:
         "placeholder here)",
         targets=dict(p50_c1_vs_floor="<= 2x", requests_per_s_c16=1000, p99_ms_c16=25,
                      failed_or_changed_good=0),
-        seqrec_vs_floor=ratios, server_split_us_per_request=split, results=rows)
+        seqrec_vs_floor=ratios, server_split_us_per_request=split,
+        profile_us_per_call=profile(repo, requests), results=rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")

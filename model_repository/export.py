@@ -6,7 +6,8 @@
                            (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
 <repo>/seqrec_model        python backend: top-k from scorer.pt2, the torch.export program of
                            the one scorer (training/scoring.py), checked against the eager scorer
-                           on real histories; torch alone runs it; ids mapped back
+                           on real histories; torch alone runs it; ids mapped back. With
+                           compile_scorer also scorer_compiled.pt2 (AOTInductor), served instead
 Both python models carry runtime.py (numpy: parsing, row errors, batching, answers) and the
 tensor contract (client/contract.py), from which every config.pbtxt is rendered (contract.py).
 A model trained with side features adds one optional ensemble input per raw side column,
@@ -38,7 +39,7 @@ from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS,
 
 from . import contract
 from .lookup import ItemLookup
-from .scorer import export_scorer
+from .scorer import COMPILED_FILE, SCORER_FILE, export_scorer
 from .side_export import build_side_lookup, side_tensors
 
 
@@ -58,6 +59,9 @@ class ExportConfig:
     # When the scorer cannot be exported as a program: fail (False), or serve the eager scorer
     # from the installed training code (True; reported by `seqrec export` and in the config).
     allow_fallback: bool = False
+    # Also compile the program with AOTInductor (needs a C++ compiler here, minutes on 2 cores;
+    # CPU instances only): the served step then runs C++ kernels instead of Python per operator.
+    compile_scorer: bool = False
 
 
 class ScorerFallbackWarning(RuntimeWarning):
@@ -123,6 +127,9 @@ def export_repository(cfg: ExportConfig) -> Path:
         )
     if not 1 <= cfg.top_k <= int((vocabulary >= 0).sum()):
         raise ValueError(f"top_k must be between 1 and the number of items, got {cfg.top_k}")
+    if cfg.compile_scorer and cfg.gpu:
+        raise ValueError("compile_scorer builds the scorer for this CPU; it cannot serve KIND_GPU "
+                         "instances (export with gpu: false, or without compile_scorer)")
     if cfg.max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
     lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
@@ -153,9 +160,11 @@ def export_repository(cfg: ExportConfig) -> Path:
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
         np.save(rec / "item_vocabulary.npy", vocabulary)
         histories, features = _check_histories(data_dir, model.cfg.side)
-        why_not = export_scorer(model, histories, rec, cfg.exclude_seen, features=features)
+        why_not = export_scorer(model, histories, rec, cfg.exclude_seen, features=features,
+                                compile=cfg.compile_scorer)
         params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
-                  "torch_threads": str(cfg.torch_threads), "scorer": "scorer.pt2"}
+                  "torch_threads": str(cfg.torch_threads),
+                  "scorer": COMPILED_FILE if cfg.compile_scorer else SCORER_FILE}
         if why_not:
             if not cfg.allow_fallback:
                 raise ValueError(

@@ -31,13 +31,16 @@ from .tasks.base import MASK_ID
 SIDE_KEYS = ("categorical", "continuous")  # stacked side tensors: [B, T, C] int64 / [B, T, F] float32
 
 
-def _window(x: torch.Tensor, start: torch.Tensor, keep: int) -> torch.Tensor:
-    """[B, T, ...] right-padded -> [B, keep, ...]: row b's entries start[b] .. start[b] + keep,
-    zero-padded on the right. Always `keep` wide, so one program serves every history length."""
-    pad = x.new_zeros((x.shape[0], keep, *x.shape[2:]))
+def _window(x: torch.Tensor, start: torch.Tensor, keep: int, fixed: bool) -> torch.Tensor:
+    """[B, T, ...] right-padded -> [B, W, ...]: row b's entries from start[b], zero-padded on
+    the right. W = min(T, keep) eagerly (short batches stay short); W = keep when `fixed`: an
+    exported program cannot carry a symbolic min(T, keep) through the backbone, and padding
+    does not change a row's scores."""
+    width = keep if fixed else min(x.shape[1], keep)
+    pad = x.new_zeros((x.shape[0], width, *x.shape[2:]))
     extended = torch.cat([x, pad], dim=1)
     rows = torch.arange(x.shape[0], device=x.device)[:, None]
-    return extended[rows, start[:, None] + torch.arange(keep, device=x.device)[None]]
+    return extended[rows, start[:, None] + torch.arange(width, device=x.device)[None]]
 
 
 class Scorer(nn.Module):
@@ -46,8 +49,9 @@ class Scorer(nn.Module):
     side {"categorical": [B, T, C], "continuous": [B, T, F]} aligned with items, or None)
     -> (top ids [B, D] int64, top scores [B, D] float32), best first."""
 
-    def __init__(self, model, exclude_seen: bool = False):
+    def __init__(self, model, exclude_seen: bool = False, fixed_width: bool = False):
         super().__init__()
+        self.fixed_width = bool(fixed_width)  # for torch.export (see _window)
         self.model = model
         self.exclude_seen = bool(exclude_seen)
         self.with_mask = bool(model.task.uses_mask_token)
@@ -57,12 +61,13 @@ class Scorer(nn.Module):
         """Next-item scores [B, num_items] read from each history's window."""
         lengths = (items != PAD_ID).sum(dim=1)
         start = (lengths - self.keep).clamp(min=0)
-        window = _window(items, start, self.keep)  # [B, keep]
+        window = _window(items, start, self.keep, self.fixed_width)  # [B, W]
         n = lengths - start  # real items in the window
         features = None
         if side is not None:
             cfg = self.model.cfg.side
-            stacked = {key: _window(side[key], start, self.keep) for key in SIDE_KEYS if key in side}
+            stacked = {key: _window(side[key], start, self.keep, self.fixed_width)
+                       for key in SIDE_KEYS if key in side}
             features = {c: stacked["categorical"][..., j] for j, c in enumerate(cfg.categorical)}
             features.update({c: stacked["continuous"][..., j] for j, c in enumerate(cfg.continuous)})
         if self.with_mask:

@@ -1,7 +1,8 @@
 """Triton python-backend model: encoded sessions -> top-k ORIGINAL item ids and scores, once per
 dynamic batch. Glue only: model/runtime.py (copied beside this file) gathers the batch and maps
 the answers back; the ranking itself is the scorer (seqrec.training.scoring), run as scorer.pt2
-(its torch.export program, checked by `seqrec export`: torch alone) or, for an export made with
+(its torch.export program, checked by `seqrec export`: torch alone), scorer_compiled.pt2 (the
+same program compiled by AOTInductor, with `compile_scorer`) or, for an export made with
 `allow_fallback`, eagerly from the installed seqrec.training. Output types come from model_config.
 """
 import json
@@ -40,10 +41,14 @@ class TritonPythonModel:
             model = load_checkpoint(here / "checkpoint").to(self.device)
             self.scorer = Scorer(model, params.get("exclude_seen") == "true").eval()
         else:
+            path = here / params.get("scorer", "scorer.pt2")
             try:
-                self.scorer = torch.export.load(str(here / "scorer.pt2")).module().to(self.device)
+                if path.name == "scorer_compiled.pt2":  # AOTInductor: C++ kernels for this CPU
+                    self.scorer = torch._inductor.aoti_load_package(str(path))
+                else:
+                    self.scorer = torch.export.load(str(path)).module().to(self.device)
             except Exception as err:  # a truncated or foreign file: say which one
-                raise RuntimeError(f"{here / 'scorer.pt2'} is not a readable exported "
+                raise RuntimeError(f"{path} is not a readable exported "
                                    f"program ({type(err).__name__}: {err})") from None
         self.ranker = Ranker(np.load(here / "item_vocabulary.npy"), int(params["top_k"]), keys)
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
