@@ -28,6 +28,7 @@ from seqrec.client import (  # noqa: E402
     RecommenderClient,
     format_table,
 )
+from seqrec.client.control import ModelControl, ModelControlError  # noqa: E402
 from seqrec.model_repository.server import TritonServer  # noqa: E402
 
 MODEL_PY = textwrap.dedent('''
@@ -192,13 +193,21 @@ def test_client_rejects_non_integer_ids(bad, shown):
     c.close()
 
 
-def test_unavailable_server_retries_then_raises():
-    c = RecommenderClient("127.0.0.1:1", retries=2, timeout_s=2)
+def test_unreachable_server_waits_out_the_deadline_then_raises():
+    # a restarting server is waited for (gRPC waitForReady) until the call's deadline
+    c = RecommenderClient("127.0.0.1:1", timeout_s=1.5)
+    t0 = time.perf_counter()
+    with pytest.raises(RecommendationError, match="DEADLINE_EXCEEDED"):
+        c.recommend([1])
+    assert 1.4 <= time.perf_counter() - t0 < 5
+    assert not c.is_ready(timeout_s=0.5)
+    c.close()
+    # retries=0: fail fast, no waiting
+    c = RecommenderClient("127.0.0.1:1", retries=0, timeout_s=5)
     t0 = time.perf_counter()
     with pytest.raises(RecommendationError, match="UNAVAILABLE"):
         c.recommend([1])
-    assert time.perf_counter() - t0 >= 0.05 + 0.1  # two backoffs were taken
-    assert not c.is_ready()
+    assert time.perf_counter() - t0 < 1.5
     c.close()
 
 
@@ -218,13 +227,14 @@ def test_second_server_runs_beside_the_first(server, tmp_path):
         assert second.grpc_url != server.grpc_url and second.http_url != server.http_url
         with RecommenderClient(second.grpc_url, model_name="other") as c:
             assert c.recommend([1, 2, 3]).item_ids == [3, 2, 1]
-        # Explicit model control round trip.
-        second.unload_model("other")
-        assert not second.is_model_ready("other")
-        second.load_model("other")
-        assert second.is_model_ready("other")
-        with pytest.raises(RuntimeError, match="missing"):
-            second.load_model("missing")
+        # Explicit model control round trip, with the server's key.
+        with ModelControl(second.grpc_url, key=second.repository_key) as ctl:
+            ctl.unload("other")
+            assert not ctl.is_ready("other")
+            ctl.load("other")
+            assert ctl.is_ready("other")
+            with pytest.raises(ModelControlError, match="missing"):
+                ctl.load("missing")
     assert server.is_ready()  # stopping the second one left the first alone
 
 
