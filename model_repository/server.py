@@ -290,6 +290,13 @@ class TritonServer:
         except OSError:
             return False
 
+    def stub_pids(self) -> set[int]:
+        """The python-backend stubs running now (one per model instance)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return set()
+        return {pid for pid, cmd in _group_members(self._proc.pid).items()
+                if b"triton_python_backend_stub" in cmd}
+
     def stop(self, timeout: float = 30) -> None:
         with self._lock:
             if self._proc is None:
@@ -353,6 +360,24 @@ class TritonServer:
         return f"TritonServer({str(self.model_repository)!r}, {state}{where})"
 
 
+def _group_members(pgid: int) -> dict[int, bytes]:
+    """pid -> command line of the live (non-zombie) processes of a process group."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rfind(b")") + 2:].split()  # after "(comm)": state, ppid, pgrp, ...
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read()
+        except OSError:
+            continue
+    return out
+
+
 def _group_alive(pgid: int) -> bool:
     """True if a live (non-zombie) process is still in the group (zombies may never be reaped
     in a container whose PID 1 does not reap, so they must not count)."""
@@ -360,15 +385,4 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "(comm)": state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
+    return bool(_group_members(pgid))

@@ -40,7 +40,7 @@ class Supervisor:
     the thread that started the server (see TritonServer: the child dies with that thread)."""
 
     def __init__(self, server: TritonServer, model: str = "seqrec", *, interval_s: float = 0.5,
-                 canary_timeout_s: float = 2.0, unanswered_before_restart: int = 3):
+                 canary_timeout_s: float = 1.0, unanswered_before_restart: int = 3):
         self.server = server
         self.model = model
         self.interval_s = interval_s
@@ -49,6 +49,7 @@ class Supervisor:
         self._client: RecommenderClient | None = None
         self._faults = 0
         self._down_since: float | None = None
+        self._healthy_stubs: set[int] = set()  # the stubs while the canary last passed
 
     def _probe(self):
         if self._client is None:
@@ -64,6 +65,7 @@ class Supervisor:
             return self._restart("the server process exited")
         err = self._probe()
         if err is None:
+            self._healthy_stubs = self.server.stub_pids()
             if self._down_since is not None:
                 log.warning("model %r answers again, %.1f s after it stopped", self.model,
                             time.monotonic() - self._down_since)
@@ -75,15 +77,19 @@ class Supervisor:
         if not _is_backend_fault(err):
             return "not-ready"
         self._faults += 1
-        dead_backend = retryable(err)  # a stub that died never comes back by itself
-        if dead_backend or self._faults >= self.unanswered_before_restart:
+        # A stub that died never comes back by itself. Requests queued on it may hang rather
+        # than fail, so a vanished stub decides at once; a slow canary alone needs repeats.
+        dead = self._healthy_stubs - self.server.stub_pids()
+        if dead:
+            return self._restart(f"python-backend stub(s) {sorted(dead)} died; {_message(err)}")
+        if retryable(err) or self._faults >= self.unanswered_before_restart:
             return self._restart(_message(err))
         return "not-ready"
 
     def _restart(self, reason: str) -> str:
         log.warning("restarting tritonserver (%s)", reason)
         seconds = self.server.restart()
-        self._faults = 0
+        self._faults, self._healthy_stubs = 0, set()
         log.warning("tritonserver restarted in %.1f s on the same ports (restart %d)",
                     seconds, self.server.restarts)
         return "restarted"
