@@ -13,8 +13,6 @@ Ids must be integer tokens (what RecBole's own remapped benchmark files hold).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -106,15 +104,23 @@ def _sequences(table: pa.Table, fields: dict, key: str, path) -> pd.DataFrame:
     offsets, flat = _split(table[HISTORY], path, HISTORY)
     history = _parse_ints(flat, offsets, path, HISTORY)
     lengths = np.diff(offsets)
-    # rows of one key ordered by history length (file order on ties): augmented prefixes of one
-    # sequence then read shortest first, and each row's target extends the sequence by one
-    order = np.lexsort((np.arange(len(keys)), lengths, keys))
+    # rows of one key ordered by history length: augmented prefixes of one sequence then read
+    # shortest first, and each row's target extends the sequence by one. Once the file caps the
+    # history, lengths tie; ties follow the direction the key's rows take in the file (benchmark
+    # scripts write the longest prefix first)
+    position = np.arange(len(keys))
+    order = np.lexsort((position, lengths, keys))
     sorted_keys = keys[order]
     first = np.concatenate(([True], sorted_keys[1:] != sorted_keys[:-1]))
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.concatenate((starts[1:], [len(order)])) - 1
+    backwards = order[ends] < order[starts]  # the longest row comes before the shortest
+    direction = np.where(backwards[group], -1, 1)
+    order = order[np.lexsort((direction * position[order], lengths[order], sorted_keys))]
     _check_prefixes(order, first, lengths, offsets, history, targets, keys, path)
     heads = order[first]  # each key's shortest row: its history opens the sequence
     head_len = lengths[heads]
-    group = np.cumsum(first) - 1
     n_targets = np.bincount(group, minlength=len(heads))
     total = head_len + n_targets
     seq_offsets = np.concatenate(([0], np.cumsum(total)))
@@ -217,13 +223,3 @@ def _numbers(column, path, name: str, required: bool = False) -> np.ndarray:
         raise ReaderError(path, problem, column=name, row=row, line=row + FIRST_DATA_LINE)
     return values.to_numpy(dtype=np.float64)
 
-
-def recbole_split_paths(folder, dataset: str | None = None) -> dict[str, Path]:
-    """{train, valid, test} -> `<dataset>.<split>.inter` in `folder` (dataset: the folder name)."""
-    folder = Path(folder)
-    dataset = dataset or folder.name
-    paths = {s: folder / f"{dataset}.{s}.inter" for s in ("train", "valid", "test")}
-    missing = [str(p) for p in paths.values() if not p.is_file()]
-    if missing:
-        raise ReaderError(folder, f"missing RecBole split file(s) {missing}")
-    return paths
