@@ -19,21 +19,26 @@ def min_length_reason(min_len: int, needed: int, why: str) -> tuple[int, str]:
     return min_len, f"shorter than min_len={min_len}"
 
 
-def length_filter(grouped: pd.DataFrame, raw_lengths: np.ndarray, min_len: int, needed: int,
+def length_filter(grouped: pd.DataFrame, raw_lengths: np.ndarray | None, min_len: int, needed: int,
                   why: str, max_session_len: int | None, prefix: str = ""
-                  ) -> tuple[pd.DataFrame, dict[str, int]]:
+                  ) -> tuple[pd.DataFrame, dict[str, int], np.ndarray]:
     """Drop grouped sequences that are too short (after repeat removal and truncation) or whose
     raw interaction count exceeds `max_session_len` (bots, crawlers).
 
-    raw_lengths: interactions per grouped row in the input, aligned with `grouped`."""
+    raw_lengths: interactions per grouped row in the input, aligned with `grouped` (needed only
+    with a `max_session_len`).
+    Returns the kept rows, the dropped counts by reason, and the mask of kept rows."""
     required, short_reason = min_length_reason(min_len, needed, why)
     short = grouped[LENGTH_COLUMN].to_numpy() < required
     long = np.zeros(len(grouped), dtype=bool)
     if max_session_len is not None:
+        if raw_lengths is None:
+            raise ValueError("max_session_len needs the raw lengths")
         long = raw_lengths > max_session_len
     reasons = {prefix + short_reason: int(short.sum()),
                f"{prefix}longer than max_session_len={max_session_len}": int((long & ~short).sum())}
-    return grouped[~(short | long)].reset_index(drop=True), reasons
+    keep = ~(short | long)
+    return grouped[keep].reset_index(drop=True), reasons, keep
 
 
 def raw_lengths(frame: pd.DataFrame, grouped: pd.DataFrame, key: str) -> np.ndarray:
@@ -41,11 +46,12 @@ def raw_lengths(frame: pd.DataFrame, grouped: pd.DataFrame, key: str) -> np.ndar
     return frame[key].value_counts().reindex(grouped[key]).to_numpy()
 
 
-def cut_interactions(lengths_before: np.ndarray, grouped: pd.DataFrame, max_len: int,
-                     remove_repeats: bool, prefix: str = "") -> dict[str, int]:
-    """Interactions of the KEPT sequences that are not in their lists: older than the last
-    `max_len` (and consecutive repeats, when removed, which the workflow does not count apart)."""
-    cut = int((lengths_before - grouped[LENGTH_COLUMN].to_numpy()).sum())
+def cut_interactions(raw_kept: int, kept: pd.DataFrame, max_len: int, remove_repeats: bool,
+                     prefix: str = "") -> dict[str, int]:
+    """Interactions of the KEPT sequences (`raw_kept` of them in the input) that are not in their
+    lists: older than the last `max_len` (and consecutive repeats, when removed, which the
+    workflow does not count apart)."""
+    cut = raw_kept - int(kept[LENGTH_COLUMN].sum())
     what = f"older than the last max_len={max_len}"
     if remove_repeats:
         what = f"consecutive repeats or {what}"

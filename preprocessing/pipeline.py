@@ -75,6 +75,10 @@ class ETLConfig:
     def __post_init__(self):
         if self.split not in SPLIT_KINDS:
             raise ValueError(f"split {self.split!r}: choose one of {list(SPLIT_KINDS)}")
+        required = max(self.min_len, NEEDED[self.split][0])
+        if self.max_len is not None and self.max_len < required:
+            raise ValueError(f"max_len={self.max_len} is below the {required} items a {self.split} "
+                             "sequence needs: every sequence would be dropped")
         if (self.sources is not None or self.split_column is not None) != (self.split == "predefined"):
             raise ValueError("sources / split_column go with split: predefined (and it needs one)")
         if self.sources is not None and (self.source is not None or self.split_column is not None):
@@ -212,12 +216,17 @@ def _source_name(config: ETLConfig) -> str:
 def _filter(grouped: pd.DataFrame, frame: pd.DataFrame, config: ETLConfig, prefix: str = ""):
     """The length filters of one split: (kept sequences, dropped by reason, cut by reason)."""
     needed, why = NEEDED[config.split]
-    lengths = raw_lengths(frame, grouped, config.key)
-    grouped, reasons = length_filter(grouped, lengths, config.min_len, needed, why,
-                                     config.max_session_len, prefix)
-    kept = raw_lengths(frame, grouped, config.key)
-    cut = cut_interactions(kept, grouped, config.max_len, config.remove_repeats, prefix)
-    return grouped, reasons, cut
+    # per-key raw counts cost a hash of every row: only when a filter or count needs them
+    exact = config.max_session_len is not None or config.remove_repeats
+    lengths = raw_lengths(frame, grouped, config.key) if exact else None
+    kept, reasons, keep = length_filter(grouped, lengths, config.min_len, needed, why,
+                                        config.max_session_len, prefix)
+    if exact:
+        raw_kept = int(lengths[keep].sum())
+    else:  # every row is in one list, and a dropped (short) sequence was never cut by max_len
+        raw_kept = len(frame) - int(grouped[LENGTH_COLUMN].to_numpy()[~keep].sum())
+    cut = cut_interactions(raw_kept, kept, config.max_len, config.remove_repeats, prefix)
+    return kept, reasons, cut
 
 
 def _write_predefined(workflow, frames: dict[str, pd.DataFrame], config: ETLConfig,
