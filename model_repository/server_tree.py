@@ -1,9 +1,9 @@
 """Assemble the directory tree the `tritonserver` binary of the `nvidia-pytriton` wheel runs from.
 
-The wheel ships the binary, the python backend and one python-backend stub per Python version;
-the server expects the stub inside `<backend-dir>/python/`. The tree (bin, backends, caches + the
-stub for the running interpreter) is built once in a cache dir; `server_env` gives the
-environment the copied binary needs (bundled libraries + libpython on LD_LIBRARY_PATH, this
+The wheel ships the binary, the python backend and one python-backend stub per Python version
+(docs/serving.md, "How the server runs"); the server expects the stub inside
+`<backend-dir>/python/`. The tree (bin, backends, caches + the stub for the running interpreter)
+is built once in a cache dir; `server_env` gives the environment the copied binary needs (bundled libraries + libpython on LD_LIBRARY_PATH, this
 venv's python first on PATH so the stub runs it). Standard library only.
 """
 from __future__ import annotations

@@ -27,8 +27,10 @@ def cmd_preprocess(args) -> None:
         raise SystemExit(f"error: {err}") from None
     print(f"rows in        {result.rows_in:,} ({result.rows_per_second:,.0f} rows/s, {result.seconds:.1f} s)")
     print(f"sequences in   {result.sequences_in:,} distinct {cfg.key}")
-    for reason, count in result.dropped_reasons.items():
-        print(f"dropped        {count:,} sequences {reason}")
+    for reason, count in result.dropped_reasons.items():  # every filter, even at 0
+        print(f"dropped        {count:,} sequences: {reason}")
+    for reason, count in result.dropped_interactions.items():
+        print(f"cut            {count:,} interactions: {reason}")
     print(f"sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
           + (f" over {len(result.windows)} windows" if result.windows else ""))
     print(f"items          {result.num_items:,}")
