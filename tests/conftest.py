@@ -2,13 +2,18 @@
 one exported repository served by the real tritonserver."""
 from __future__ import annotations
 
+import sys
 import warnings
+from pathlib import Path
 
 import pytest
 
-warnings.filterwarnings("ignore", category=UserWarning)
+# tests/unit and tests/integration import the shared plain modules (helpers, generators) by name
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-MAX_LEN = 50
+from helpers import MAX_LEN  # noqa: E402
+
+warnings.filterwarnings("ignore", category=UserWarning)
 
 
 @pytest.fixture(scope="session")
