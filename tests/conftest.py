@@ -2,16 +2,11 @@
 one exported repository served by the real tritonserver."""
 from __future__ import annotations
 
-import sys
 import warnings
-from pathlib import Path
 
 import pytest
 
-# tests/unit and tests/integration import the shared plain modules (helpers, generators) by name
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from helpers import MAX_LEN  # noqa: E402
+from helpers import MAX_LEN  # tests/ is on sys.path: pyproject's pytest `pythonpath`
 
 warnings.filterwarnings("ignore", category=UserWarning)
 

@@ -1,5 +1,5 @@
 """Constants and small helpers shared by the unit and integration tests (a plain module: the
-tests/ folder is on sys.path through tests/conftest.py)."""
+tests/ folder is on sys.path through `pythonpath` in pyproject.toml)."""
 from __future__ import annotations
 
 from pathlib import Path

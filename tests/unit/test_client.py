@@ -1,5 +1,5 @@
-"""The gRPC client without a server: inputs checked before sending, retries against an address
-where nothing listens, the printed table."""
+"""The gRPC client without a server: inputs checked before sending, the deadline and fail-fast
+paths against an address where nothing listens, the printed table."""
 from __future__ import annotations
 
 import time
@@ -25,13 +25,21 @@ def test_client_rejects_non_integer_ids(bad, shown):
     c.close()
 
 
-def test_unavailable_server_retries_then_raises():
-    c = RecommenderClient("127.0.0.1:1", retries=2, timeout_s=2)
+def test_unreachable_server_waits_out_the_deadline_then_raises():
+    # a restarting server is waited for (gRPC waitForReady) until the call's deadline
+    c = RecommenderClient("127.0.0.1:1", timeout_s=1.5)
+    t0 = time.perf_counter()
+    with pytest.raises(RecommendationError, match="DEADLINE_EXCEEDED"):
+        c.recommend([1])
+    assert 1.4 <= time.perf_counter() - t0 < 5
+    assert not c.is_ready(timeout_s=0.5)
+    c.close()
+    # retries=0: fail fast, no waiting
+    c = RecommenderClient("127.0.0.1:1", retries=0, timeout_s=5)
     t0 = time.perf_counter()
     with pytest.raises(RecommendationError, match="UNAVAILABLE"):
         c.recommend([1])
-    assert time.perf_counter() - t0 >= 0.05 + 0.1  # two backoffs were taken
-    assert not c.is_ready()
+    assert time.perf_counter() - t0 < 1.5
     c.close()
 
 
