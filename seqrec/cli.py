@@ -77,10 +77,14 @@ def cmd_export(args) -> None:
 
     cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository,
                 top_k=args.top_k, gpu=args.gpu or None, instances=args.instances)
-    from seqrec.model_repository.export import MODEL, versions
+    from seqrec.model_repository.export import MODEL, scorer_fallback, versions
 
     repo = export_repository(cfg)
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
+    why = scorer_fallback(repo)
+    if why:
+        print(f"fallback: {MODEL} runs the eager scorer from the installed seqrec.training "
+              f"(export.allow_fallback): {why}", file=sys.stderr)
 
 
 def cmd_serve(args) -> None:

@@ -296,18 +296,23 @@ def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, sid
         assert [int(line.split()[1]) for line in table] == got[2].item_ids
 
 
-def test_served_through_recommend_when_there_is_no_scorer(tmp_path, side_repo, side_etl, side_trained, ml100k):
-    """Without scorer.pt2 (a model torch.export cannot take) the model step calls recommend()
-    with the side features it received: the same answers as offline."""
+def test_served_by_the_eager_scorer_after_a_fallback_export(tmp_path, side_etl, side_trained, ml100k):
+    """An export that cannot check a program (too few held-out histories) with allow_fallback:
+    the model step runs the eager scorer with the side features it received, and answers as
+    offline."""
     import shutil
 
     from seqrec.client import RecommenderClient
-    from seqrec.model_repository.export import MODEL
+    from seqrec.model_repository.export import MODEL, ExportConfig, export_repository, scorer_fallback
     from seqrec.model_repository.server import TritonServer
 
-    repo = tmp_path / "repo"
-    shutil.copytree(side_repo, repo)
-    (repo / MODEL / "1" / "scorer.pt2").unlink()
+    data = tmp_path / "data"
+    shutil.copytree(side_etl.output_dir, data)
+    pd.read_parquet(data / "valid.parquet")[:3].to_parquet(data / "valid.parquet")
+    repo = export_repository(ExportConfig(data_dir=str(data), model_dir=side_trained.output_dir,
+                                          repository=str(tmp_path / "repo"), allow_fallback=True))
+    assert "only 3 non-empty histories" in scorer_fallback(repo)
+    assert not (repo / MODEL / "1" / "scorer.pt2").exists()
     workflow = load_workflow(Path(side_etl.output_dir) / "workflow")
     users = pd.read_parquet(Path(side_etl.output_dir) / "test.parquet")["user_id"].to_numpy()[200:260]
     items, raw, frame = raw_requests(ml100k, users)

@@ -50,7 +50,7 @@ class Task:
                          positions: torch.Tensor, features=None) -> torch.Tensor:
         """Hidden state [B, d] at the position whose next item is scored."""
         hidden = model.hidden_states(items, features=features)
-        return hidden[torch.arange(len(items), device=items.device), positions]
+        return hidden[torch.arange(items.shape[0], device=items.device), positions]  # shape: stays symbolic in torch.export
 
 
 def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
