@@ -199,11 +199,12 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
 
     from seqrec.client import contract as C
     from seqrec.model_repository.contract import read_config
+    from seqrec.model_repository.export import versions
     from seqrec.model_repository.lookup import ItemLookup
     from seqrec.model_repository.runtime import Preprocessor, Ranker
 
     torch.set_num_threads(1)
-    here = repo / C.MODEL / "1"
+    here = repo / C.MODEL / str(versions(repo / C.MODEL)[-1])  # the version served
 
     def us(fn, n=200):
         fn()
@@ -212,7 +213,7 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
             fn()
         return round((time.perf_counter() - t0) / n * 1e6, 1)
 
-    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / "1"))
+    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / str(versions(repo / C.PREPROCESS)[-1])))
     ranker = Ranker(np.load(here / "item_vocabulary.npy"), 10)
     good = [items for _, items, bad in requests if not bad]
     out: dict = {}
