@@ -7,6 +7,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -18,7 +19,7 @@ from .datasets import read_movielens_100k
 from .interactions import validate_interactions
 from .ops import LENGTH_COLUMN
 from .readers import read_interactions as read_raw
-from .readers import reader_config
+from .readers import ReaderConfig, reader_config
 from .staging import staged_directory
 from .splits import leave_last_out, time_window_splits
 from .workflow import (
@@ -44,10 +45,10 @@ class ETLConfig:
     # user_id: one sequence per user; session_id: one per session. Default: the source's key
     # (a reader's layout fixes it), else user_id.
     key: str | None = None
-    # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
-    # options); when set it replaces `dataset`
-    source: dict | None = None
-    split: str = "leave-last-out"  # or "time-window"
+    # a raw file read by seqrec.preprocessing.readers (format, path, columns, options); when set
+    # it replaces `dataset` (a mapping is read as a ReaderConfig)
+    source: ReaderConfig | None = None
+    split: Literal["leave-last-out", "time-window"] = "leave-last-out"
     window_seconds: int = 86400  # time-window split: one folder per day by default
     valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
     test_fraction: float = 0.1
@@ -63,11 +64,13 @@ class ETLConfig:
     def __post_init__(self):
         if self.split not in ("leave-last-out", "time-window"):
             raise ValueError(f"split {self.split!r}: choose 'leave-last-out' or 'time-window'")
-        source_key = reader_config(self.source).key if self.source is not None else None
+        if self.source is not None:
+            self.source = reader_config(self.source)
+        source_key = self.source.key if self.source is not None else None
         if self.key is None:
             self.key = source_key or "user_id"
         elif source_key is not None and self.key != source_key:
-            raise ValueError(f"key {self.key!r} does not match the {self.source['format']} "
+            raise ValueError(f"key {self.key!r} does not match the {self.source.format} "
                              f"source, whose sequences are keyed by {source_key!r}")
 
 
@@ -90,7 +93,7 @@ class ETLResult:
 
 def read_interactions(config: ETLConfig) -> pd.DataFrame:
     if config.source is not None:
-        return read_raw(reader_config(config.source))  # key, item_id, timestamp + side columns
+        return read_raw(config.source)  # key, item_id, timestamp + side columns
     if config.dataset == "movielens-100k":
         return read_movielens_100k()
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")
@@ -105,7 +108,7 @@ def run_etl(
     stages.set_postfix_str("read")
     frame = read_interactions(config) if interactions is None else interactions
     frame = validate_interactions(
-        frame, source=config.source["path"] if config.source else f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
+        frame, source=config.source.path if config.source else f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
     )
     final = Path(config.output_dir)
     with staged_directory(final) as staging, closing(stages):
