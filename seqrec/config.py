@@ -150,7 +150,8 @@ def _name(tp) -> str:
     if origin in (Union, types.UnionType):
         return " or ".join("null" if a is type(None) else _name(a) for a in args)
     if tp is list or origin is list:
-        return f"a list of {_name(args[0])}" if args else "a list"
+        plural = {str: "strings", int: "integers", float: "numbers", bool: "booleans"}
+        return "a list" if not args else f"a list of {plural.get(args[0]) or _name(args[0])}"
     if origin is Literal:
         return "one of " + ", ".join(map(repr, args))
     if is_dataclass(tp):
