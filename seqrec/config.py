@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import types
 from collections.abc import Mapping
 from dataclasses import MISSING, field, fields, is_dataclass
@@ -128,13 +129,25 @@ def _convert(tp, value, path: str, allow_derived: bool):
             return value
         raise ConfigError(path, f"expected {_name(tp)}, got {_describe(value)}")
     if tp is float:
-        raise ConfigError(path, f"expected a number, got {_describe(value)}")
+        hint = ""
+        if isinstance(value, str) and _is_number(value):  # PyYAML reads 1e-3 (no dot) as text
+            written = re.sub(r"^([+-]?[0-9]+)([eE])", r"\1.0\2", value)
+            hint = f" (YAML reads it as text: write {written})"
+        raise ConfigError(path, f"expected a number, got {_describe(value)}{hint}")
     raise TypeError(f"{path}: the config loader does not handle the type {tp!r}")
 
 
 @lru_cache(maxsize=None)
 def _hints(cls) -> dict:
     return get_type_hints(cls)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _required(f) -> bool:

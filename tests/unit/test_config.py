@@ -61,6 +61,7 @@ def test_structure_builds_nested_typed_values():
     ({"flag": 1}, "top.flag: expected true or false, got integer 1"),
     ({"limit": True}, "top.limit: expected an integer, got boolean True"),
     ({"rate": None}, "top.rate: expected a number, got null"),
+    ({"rate": "1e-3"}, "top.rate: expected a number, got string '1e-3' (YAML reads it as text: write 1.0e-3)"),
     ({"limit": -1}, "top: limit -1 must be >= 0"),  # the class's own check, with its path
 ])
 def test_structure_names_the_dotted_path_and_the_problem(values, message):
