@@ -1,9 +1,5 @@
-"""Real tritonserver + gRPC client tests with a tiny python-backend model (no trained model).
-
-The model "seqrec" (the ensemble's tensor contract: batched, [B, L]) reverses each row:
-top_item_ids = item_ids[:, ::-1], top_scores = float32 of the same; it answers an empty session
-with an error response (as the real ensemble does) and RAISES on item id 666 (a model bug).
-"""
+"""Real tritonserver + gRPC client tests with a tiny python-backend model (no trained model,
+see tiny_repo.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,8 +7,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import textwrap
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,54 +20,12 @@ from seqrec.client import (  # noqa: E402
     Recommendation,
     RecommendationError,
     RecommenderClient,
-    format_table,
 )
+from seqrec.client.control import ModelControl, ModelControlError  # noqa: E402
 from seqrec.model_repository.server import TritonServer  # noqa: E402
+from tiny_repo import write_repo  # noqa: E402
 
-MODEL_PY = textwrap.dedent('''
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            responses = []
-            for request in requests:
-                ids = pb_utils.get_input_tensor_by_name(request, "item_ids").as_numpy()
-                if (ids == 666).any():
-                    raise RuntimeError("model bug on item 666")
-                if ids.size == 0:
-                    # An error response, not an exception: the server stays healthy.
-                    responses.append(pb_utils.InferenceResponse(
-                        output_tensors=[], error=pb_utils.TritonError("empty session: no item ids")))
-                    continue
-                top = np.ascontiguousarray(ids[:, ::-1])
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("top_item_ids", top),
-                    pb_utils.Tensor("top_scores", top.astype(np.float32)),
-                ]))
-            return responses
-''')
-
-CONFIG = textwrap.dedent('''
-    name: "{name}"
-    backend: "python"
-    max_batch_size: 8
-    input [ {{ name: "item_ids", data_type: TYPE_INT64, dims: [ -1 ] }} ]
-    output [
-      {{ name: "top_item_ids", data_type: TYPE_INT64, dims: [ -1 ] }},
-      {{ name: "top_scores", data_type: TYPE_FP32, dims: [ -1 ] }}
-    ]
-    instance_group [ {{ count: 1, kind: KIND_CPU }} ]
-    dynamic_batching {{ }}
-''')
-
-
-def write_repo(root: Path, name: str = "seqrec") -> Path:
-    (root / name / "1").mkdir(parents=True)
-    (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-    (root / name / "1" / "model.py").write_text(MODEL_PY)
-    return root
+pytestmark = pytest.mark.slow
 
 
 def triton_shm() -> set[str]:
@@ -110,7 +62,6 @@ def client(server):
         yield c
 
 
-@pytest.mark.slow
 def test_server_starts_on_localhost(server):
     assert server.is_ready()
     assert server.grpc_url.startswith("127.0.0.1:")
@@ -125,7 +76,6 @@ def test_server_starts_on_localhost(server):
                for addr in listening), listening
 
 
-@pytest.mark.slow
 def test_recommend_round_trip(client):
     assert client.is_ready()
     rec = client.recommend([5, 7, 11, 2**40])
@@ -142,7 +92,6 @@ def test_recommend_round_trip(client):
     assert client.is_live()
 
 
-@pytest.mark.slow
 def test_asyncio_client(server):
     from seqrec.client import AsyncRecommenderClient
 
@@ -159,7 +108,6 @@ def test_asyncio_client(server):
     assert isinstance(results[20], RecommendationError) and "empty session" in str(results[20])
 
 
-@pytest.mark.slow
 def test_model_that_raises_does_not_take_the_server_down(client, server):
     with pytest.raises(RecommendationError, match="model bug on item 666"):
         client.recommend([1, 666])
@@ -167,7 +115,6 @@ def test_model_that_raises_does_not_take_the_server_down(client, server):
     assert client.recommend([1, 2]).item_ids == [2, 1]
 
 
-@pytest.mark.slow
 def test_empty_request_is_a_clear_error_and_server_stays_ready(client, server):
     with pytest.raises(RecommendationError, match="empty session"):
         client.recommend([])
@@ -175,7 +122,6 @@ def test_empty_request_is_a_clear_error_and_server_stays_ready(client, server):
     assert client.recommend([1, 2]).item_ids == [2, 1]
 
 
-@pytest.mark.slow
 def test_unknown_model_is_a_recommendation_error(server):
     with RecommenderClient(server.grpc_url, model_name="nope", retries=0) as c:
         assert not c.is_ready()
@@ -183,52 +129,23 @@ def test_unknown_model_is_a_recommendation_error(server):
             c.recommend([1])
 
 
-@pytest.mark.parametrize("bad, shown", [([1, 2.5], "2.5"), (["a"], "'a'"), ([1, None], "None"),
-                                        ([True], "True"), ([[1, 2]], "shape")])
-def test_client_rejects_non_integer_ids(bad, shown):
-    c = RecommenderClient("127.0.0.1:1")  # never contacted: validation happens first
-    with pytest.raises(ValueError, match=shown.replace(".", r"\.").replace("(", r"\(")):
-        c.recommend(bad)
-    c.close()
-
-
-def test_unavailable_server_retries_then_raises():
-    c = RecommenderClient("127.0.0.1:1", retries=2, timeout_s=2)
-    t0 = time.perf_counter()
-    with pytest.raises(RecommendationError, match="UNAVAILABLE"):
-        c.recommend([1])
-    assert time.perf_counter() - t0 >= 0.05 + 0.1  # two backoffs were taken
-    assert not c.is_ready()
-    c.close()
-
-
-def test_format_table():
-    rec = Recommendation(item_ids=[42, 7], scores=[0.9, 0.25], latency_ms=1.0)
-    table = format_table(rec, {42: "The Answer"})
-    lines = table.splitlines()
-    assert lines[0].split() == ["rank", "item_id", "score", "title"]
-    assert lines[1].split() == ["1", "42", "0.9000", "The", "Answer"]
-    assert lines[2].split() == ["2", "7", "0.2500"]
-
-
-@pytest.mark.slow
 def test_second_server_runs_beside_the_first(server, tmp_path):
     repo2 = write_repo(tmp_path / "repo2", name="other")
     with TritonServer(repo2, model_control="explicit", load_models=["other"]) as second:
         assert second.grpc_url != server.grpc_url and second.http_url != server.http_url
         with RecommenderClient(second.grpc_url, model_name="other") as c:
             assert c.recommend([1, 2, 3]).item_ids == [3, 2, 1]
-        # Explicit model control round trip.
-        second.unload_model("other")
-        assert not second.is_model_ready("other")
-        second.load_model("other")
-        assert second.is_model_ready("other")
-        with pytest.raises(RuntimeError, match="missing"):
-            second.load_model("missing")
+        # Explicit model control round trip, with the server's key.
+        with ModelControl(second.grpc_url, key=second.repository_key) as ctl:
+            ctl.unload("other")
+            assert not ctl.is_ready("other")
+            ctl.load("other")
+            assert ctl.is_ready("other")
+            with pytest.raises(ModelControlError, match="missing"):
+                ctl.load("missing")
     assert server.is_ready()  # stopping the second one left the first alone
 
 
-@pytest.mark.slow
 def test_stop_leaves_no_processes_or_shm(tmp_path):
     before = triton_shm()
     srv = TritonServer(write_repo(tmp_path / "repo")).start()
@@ -245,7 +162,6 @@ def test_stop_leaves_no_processes_or_shm(tmp_path):
     assert {n for n in triton_shm() - before if n.startswith(srv._shm_prefix)} == set()
 
 
-@pytest.mark.slow
 def test_startup_failure_raises_with_log_tail(tmp_path):
     repo = write_repo(tmp_path / "repo")
     (repo / "seqrec" / "1" / "model.py").write_text("raise ImportError('broken model file')\n")
@@ -258,7 +174,6 @@ def test_startup_failure_raises_with_log_tail(tmp_path):
     assert triton_shm() - before == set()
 
 
-@pytest.mark.slow
 def test_client_works_without_torch_nvtabular_or_pandas(server):
     """The client package alone, with torch, NVTabular, pandas and the other seqrec stages made
     unimportable, talks to the real server."""
