@@ -40,7 +40,8 @@ class ReaderConfig:
 
     format: str
     path: str
-    columns: dict[str, str] = field(default_factory=dict)  # generic only: schema -> file name
+    # generic only: schema name -> the file's column (a name, or a 0-based position without a header)
+    columns: dict[str, str | int] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # e.g. event_types, time_format, sep, drop_null_ids
 
     @property
