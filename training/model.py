@@ -3,12 +3,14 @@ The task (CLM, CLM-last, MLM, PLM, RTD) decides the attention, the loss and how 
 the next-item position."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqrec.config import derived, structure
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
 
 from .backbones import BACKBONES, build_backbone, run_backbone
@@ -17,13 +19,16 @@ from .tasks import TASKS, resolve_attention
 from .tasks.base import MASK_ID
 from .tasks.rtd import GENERATORS
 
-LOSSES = ("full", "sampled")
+Loss = Literal["full", "sampled"]
+LOSSES = get_args(Loss)
 
 
 @dataclass
 class ModelConfig:
-    num_items: int  # size of the encoded id space, reserved ids (pad/null/oov) included
-    max_len: int = 200  # positions the backbone knows; histories keep their last max_len items
+    # size of the encoded id space, reserved ids (pad/null/oov) included
+    num_items: int = derived("the data's item vocabulary", default=0)
+    # positions the backbone knows; histories keep their last max_len items
+    max_len: int = derived("the data's longest stored sequence (etl.max_len)", default=200)
     backbone: str = "gpt2"  # see backbones.BACKBONES
     task: str = "clm"  # clm | clm-last | mlm | plm | rtd (see tasks.TASKS)
     d_model: int = 64
@@ -36,12 +41,12 @@ class ModelConfig:
     rtd_lambda: float = 50.0  # RTD: weight of the discriminator loss (ELECTRA's value)
     rtd_generator: str = "tied"  # RTD: "tied" (the main backbone) or "separate" (a smaller one)
     rtd_generator_layers: int = 1  # RTD: layers of a separate generator
-    loss: str = "full"  # "full" softmax, or "sampled" (in-batch + popularity negatives, logQ)
+    loss: Loss = "full"  # "full" softmax, or "sampled" (in-batch + popularity negatives, logQ)
     n_negatives: int = 1024  # sampled softmax: popularity-sampled negatives per batch
     attention_window: int = 32  # Longformer: sliding window (even; capped by max_len)
     pretrained: str | None = None  # a local HF folder for from_pretrained (never downloaded here)
     hf_overrides: dict = field(default_factory=dict)  # extra HF config attributes
-    side_features: dict = field(default_factory=dict)  # features.SideFeatureConfig options
+    side_features: SideFeatureConfig | None = None  # a mapping is read as one (checkpoints)
 
     def __post_init__(self):
         self.attention = resolve_attention(self.backbone, self.task)
@@ -53,19 +58,14 @@ class ModelConfig:
             raise ValueError(f"loss {self.loss!r}: choose from {LOSSES}")
         if not 0 < self.mask_prob < 1 or not 0 < self.plm_probability < 1:
             raise ValueError("mask_prob and plm_probability must lie in (0, 1)")
-        self.side = SideFeatureConfig.from_dict(self.side_features)  # validates the options
+        if isinstance(self.side_features, dict):  # a saved config.json (`{}`: none, older saves)
+            self.side_features = (structure(SideFeatureConfig, self.side_features, "side_features",
+                                            allow_derived=True) if self.side_features else None)
+        # None when there are no side columns: item-only models stay exactly as they were
+        self.side = self.side_features if self.side_features and self.side_features.columns else None
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Fail early (before any data is read) on unknown options or an invalid pair."""
-        known = {f.name for f in fields(cls)} - {"num_items"}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"model: unknown option(s) {unknown}; valid: {sorted(known)}")
-        cls(num_items=FIRST_ITEM_ID + 1, **options)
 
 
 class SequenceRecommender(nn.Module):

@@ -6,14 +6,16 @@ import json
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqrec.config import structure
 from seqrec.preprocessing.ops import LIST_SUFFIX
 from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary, load_workflow
@@ -28,7 +30,8 @@ from .model import ModelConfig, SequenceRecommender
 from .recommend import recommend
 
 
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = get_args(Precision)
 
 
 def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
@@ -61,12 +64,12 @@ class TrainConfig:
     eval_exclude_seen: bool = False  # evaluation never recommends items already in the history
     resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present); torchrun: cuda:LOCAL_RANK
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
-    model: dict = field(default_factory=dict)  # ModelConfig options (backbone, task, d_model, ...)
+    precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
+    model: ModelConfig = field(default_factory=ModelConfig)  # backbone, task, d_model, ...
 
     def __post_init__(self):
         # An invalid backbone x task pair or option fails here, before any data is read.
-        ModelConfig.check_options(self.model)
+        self.model = structure(ModelConfig, self.model, "model")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: choose from {PRECISIONS}")
         resolve_device(self.device)  # a CUDA device on a machine without one fails here
@@ -191,7 +194,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     frames = {s: read_split(cfg.data_dir, s, side_list_columns(model_options)) for s in ("train", "valid", "test")}
     train_lists, valid_lists, test_lists = (_lists(frames[s]) for s in ("train", "valid", "test"))
     max_len = int(max(len(x) for x in test_lists))
-    model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **model_options)
+    model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
     device = resolve_device(cfg.device, ctx)
     model = SequenceRecommender(model_cfg)
     side = {s: read_feature_lists(frames[s], model_cfg.side) for s in frames}
