@@ -61,6 +61,18 @@ def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
     return ensure_one(masked, real)
 
 
+def mask_last(masked: torch.Tensor, items: torch.Tensor, prob: float) -> torch.Tensor:
+    """Also mask the last real item of each row with probability `prob` (in place): the row then
+    ends in a mask with nothing after it, as at inference, where a mask follows the history."""
+    if prob <= 0:
+        return masked
+    rows = torch.nonzero(torch.rand(len(items), device=items.device) < prob).squeeze(1)
+    last = (items[rows] != PAD_ID).sum(1) - 1
+    keep = last >= 0
+    masked[rows[keep], last[keep]] = True
+    return masked
+
+
 def ensure_one(masked: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     lengths = real.sum(1)
     empty = ~masked.any(1) & (lengths > 0)

@@ -3,7 +3,7 @@ both sides. At inference a mask is appended after the history (see Task.uses_mas
 from __future__ import annotations
 
 from ..backbones import BIDIRECTIONAL
-from .base import MASK_ID, Task, bernoulli_mask
+from .base import MASK_ID, Task, bernoulli_mask, mask_last
 
 
 class MLM(Task):
@@ -12,7 +12,7 @@ class MLM(Task):
     uses_mask_token = True
 
     def loss(self, model, items, features=None):
-        masked = bernoulli_mask(items, self.cfg.mask_prob)
+        masked = mask_last(bernoulli_mask(items, self.cfg.mask_prob), items, self.cfg.mask_last_prob)
         # a masked position shows the mask embedding alone (its side features are hidden too)
         hidden = model.hidden_states(items.masked_fill(masked, MASK_ID), features=features)
         return model.item_loss(hidden[masked], items[masked])
