@@ -18,46 +18,32 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 RESULTS = Path(__file__).parent / "results" / "masked.json"
 DATA_CACHE = Path(tempfile.gettempdir()) / "seqrec-bench-masked"
 
 
-def ml100k_data(max_len: int = 50) -> str:
+def ml100k_data(max_len: int = 50, cache: Path = DATA_CACHE) -> str:
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 
-    out = DATA_CACHE / f"ml-100k-{max_len}"
+    out = cache / f"ml-100k-{max_len}"
     if not out.is_dir():
         run_etl(ETLConfig(output_dir=str(out), max_len=max_len), progress=False)
     return str(out)
 
 
-def t4r_sessions() -> pd.DataFrame:
-    """The sdist's grouped YOOCHOOSE-like sample, one row per interaction."""
-    from seqrec.preprocessing.datasets import transformers4rec_sample_dir
-
-    grouped = pd.read_parquet(transformers4rec_sample_dir() / "data.parquet",
-                              columns=["session_id", "item_id/list", "ts/list"])
-    lengths = grouped["item_id/list"].map(len).to_numpy()
-    return pd.DataFrame({
-        "session_id": np.repeat(grouped["session_id"].to_numpy(), lengths),
-        "item_id": np.concatenate(grouped["item_id/list"].to_numpy()).astype(np.int64),
-        "timestamp": np.concatenate(grouped["ts/list"].to_numpy()).astype(np.int64),
-    })
-
-
-def t4r_data() -> str:
+def t4r_data(cache: Path = DATA_CACHE) -> str:
     """Session split: the whole week is one window; its latest 10% / 10% sessions are valid /
     test, the rest train."""
+    from seqrec.preprocessing.datasets import read_transformers4rec_sessions
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 
-    out = DATA_CACHE / "t4r-sample"
+    out = cache / "t4r-sample"
     if not out.is_dir():
         result = run_etl(ETLConfig(output_dir=str(out), key="session_id", split="time-window",
                                    window_seconds=86400 * 28, min_len=2, max_len=20),
-                         interactions=t4r_sessions(), progress=False)
+                         interactions=read_transformers4rec_sessions(), progress=False)
         (window,) = result.windows
         # the trainer reads the workflow beside the splits
         (out / window / "workflow").symlink_to(out / "workflow", target_is_directory=True)
@@ -89,13 +75,21 @@ def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64
 
 
 GRID = [(lr, dropout) for lr in (1e-3, 3e-3) for dropout in (0.1, 0.3)]
-BASE = {"d_model": 64, "n_layers": 2, "n_heads": 2}
+# The options as they were before these measurements (pinned: the defaults have since changed).
+BASE = {"d_model": 64, "n_layers": 2, "n_heads": 2, "mask_last_prob": 0.0, "embedding_std": 0.02,
+        "embedding_norm": False, "rtd_lambda": 50.0}
 
 
 # Candidate fixes, each alone on top of the baseline: (model options, train options).
 VARIANTS = {
     "mask-last-0.2": ({"mask_last_prob": 0.2}, {}),
     "mask-last-0.5": ({"mask_last_prob": 0.5}, {}),
+    "mask-last-1.0": ({"mask_last_prob": 1.0}, {}),
+    "mask-last-1.0-lr3e-3": ({"mask_last_prob": 1.0}, {"lr": 3e-3}),
+    "lr3e-3": ({}, {"lr": 3e-3}),
+    "rtd-lambda-1-mask-last-1.0": ({"rtd_lambda": 1.0, "mask_last_prob": 1.0}, {}),
+    "emb-norm-mask-last-1.0": ({"embedding_norm": True, "mask_last_prob": 1.0}, {}),
+    "emb-norm-mask-last-0.5": ({"embedding_norm": True, "mask_last_prob": 0.5}, {}),
     "warmup-100": ({}, {"warmup_steps": 100}),
     "warmup-100-linear": ({}, {"warmup_steps": 100, "lr_decay": "linear"}),
     "emb-std-0.125": ({"embedding_std": 0.125}, {}),
@@ -108,16 +102,26 @@ VARIANTS = {
 }
 
 
+# Candidate values kept together (explicit here, so the runs stay comparable once they are defaults).
+FIXED = {
+    "mlm": {"mask_last_prob": 1.0, "embedding_std": 0.125},
+    "plm": {"embedding_norm": True},
+    "rtd": {"mask_last_prob": 1.0, "embedding_std": 0.125, "rtd_lambda": 1.0},
+}
+
+
 def experiments() -> dict[str, dict]:
     """name -> (dataset, model options, lr, epochs)."""
     exps = {}
     for data in ("ml-100k", "t4r"):
-        for backbone, task in (("bert", "mlm"), ("xlnet", "plm"), ("electra", "rtd")):
+        for backbone, task in (("bert", "mlm"), ("xlnet", "plm"), ("electra", "rtd"), ("xlnet", "mlm")):
             for variant, (model, train) in VARIANTS.items():
                 if variant.startswith("rtd") != (task == "rtd") and variant.startswith("rtd"):
                     continue
-                exps[f"{data}/{backbone}-{task}/lr0.001-do0.1/{variant}"] = dict(
-                    data=data, lr=1e-3, train=train, model={**BASE, "backbone": backbone, "task": task,
+                train = dict(train)
+                lr = train.pop("lr", 1e-3)
+                exps[f"{data}/{backbone}-{task}/lr{lr:g}-do0.1/{variant}"] = dict(
+                    data=data, lr=lr, train=train, model={**BASE, "backbone": backbone, "task": task,
                                                             "dropout": 0.1, **model})
     for data in ("ml-100k", "t4r"):
         for backbone, task in (("bert", "mlm"), ("xlnet", "plm"), ("electra", "rtd")):
@@ -125,11 +129,29 @@ def experiments() -> dict[str, dict]:
                 exps[f"{data}/{backbone}-{task}/lr{lr:g}-do{dropout}/baseline"] = dict(
                     data=data, lr=lr, model={**BASE, "backbone": backbone, "task": task,
                                              "dropout": dropout})
+    # the kept fixes together, across the grid (FIXED: per task)
+    for data, backbone, task in (("ml-100k", "bert", "mlm"), ("t4r", "bert", "mlm"), ("t4r", "xlnet", "plm"),
+                                 ("t4r", "electra", "rtd"), ("ml-100k", "electra", "rtd"), ("ml-100k", "xlnet", "plm")):
+        for lr, dropout in GRID:
+            exps[f"{data}/{backbone}-{task}/lr{lr:g}-do{dropout}/fixed"] = dict(
+                data=data, lr=lr, model={**BASE, "backbone": backbone, "task": task, "dropout": dropout,
+                                         **FIXED[task]})
     # the causal reference on the same harness: how fast a next-item task learns here
     for data in ("ml-100k", "t4r"):
         exps[f"{data}/gpt2-clm/lr0.001-do0.1/reference"] = dict(
             data=data, lr=1e-3, model={**BASE, "backbone": "gpt2", "task": "clm", "dropout": 0.1})
     return exps
+
+
+def table(results: dict) -> str:
+    """Best valid NDCG@10 (and its epoch) over the first `epochs` epochs, x popularity."""
+    rows = ["| dataset / combo / grid point | variant | epochs | best valid NDCG@10 (epoch) | x popularity |",
+            "|---|---|---|---|---|"]
+    for name, r in results.items():
+        data, combo, point, variant = name.split("/")
+        rows.append(f"| {data} {combo} {point} | {variant} | {r['epochs']} | {r['best_valid_ndcg10']:.4f} "
+                    f"({r['best_epoch']}) | {r['best_valid_ndcg10'] / r['popularity_valid_ndcg10']:.2f} |")
+    return "\n".join(rows)
 
 
 def main(argv=None) -> None:
@@ -138,6 +160,7 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--list", action="store_true")
+    parser.add_argument("--table", action="store_true", help="print the recorded runs as markdown")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     exps = experiments()
@@ -145,6 +168,9 @@ def main(argv=None) -> None:
         exps = {n: e for n, e in exps.items() if any(s in n for s in args.only)}
     if args.list:
         print("\n".join(exps))
+        return
+    if args.table:
+        print(table(json.loads(RESULTS.read_text())))
         return
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     for name, exp in exps.items():
