@@ -45,9 +45,7 @@ class ModelConfig:
     embedding_norm: bool | None = None  # LayerNorm on the input embeddings
     plm_probability: float = 1 / 6  # PLM: share of positions that are targets
     plm_max_span: int = 5  # PLM: longest target span
-    # RTD: weight of the discriminator loss. ELECTRA's 50 drowns the item loss that recommends
-    # (the backbone is shared): 1 measured best.
-    rtd_lambda: float = 1.0
+    rtd_lambda: float = 50.0  # RTD: weight of the discriminator loss (ELECTRA's value)
     rtd_generator: str = "tied"  # RTD: "tied" (the main backbone) or "separate" (a smaller one)
     rtd_generator_layers: int = 1  # RTD: layers of a separate generator
     loss: str = "full"  # "full" softmax, or "sampled" (in-batch + popularity negatives, logQ)

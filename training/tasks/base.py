@@ -22,7 +22,8 @@ class Task:
     # True: inference appends a mask after the history and scores that position (bidirectional
     # models cannot read "the next item" from the last history position).
     uses_mask_token: ClassVar[bool] = False
-    # ModelConfig options left unset (None) take these values for this task (measured best)
+    # ModelConfig options left unset (None) take these values for this task (measured best, see
+    # bench/masked.py)
     DEFAULTS: ClassVar[dict] = {}
 
     def __init__(self, cfg: "ModelConfig"):

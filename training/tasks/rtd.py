@@ -21,7 +21,6 @@ class RTD(Task):
     name = "rtd"
     ATTENTION = (BIDIRECTIONAL,)
     uses_mask_token = True  # the main model recommends as an MLM
-    DEFAULTS = {"mask_last_prob": 1.0, "embedding_std": 0.125}  # as MLM
 
     def build_modules(self, model):
         modules = {"discriminator": nn.Linear(self.cfg.d_model, 1)}
