@@ -3,7 +3,7 @@
 <repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores, and per row
                            an error message ("" = answered; see ROW_ERRORS)
 <repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
-                           (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
+                           (lookup.py + arrays.py + item_lookup.npz beside model.py; the workflow is kept too)
 <repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
                            scoring, written only if it reproduces recommend() on real histories;
                            torch alone runs it), else recommend() on the checkpoint; ids mapped back
@@ -175,9 +175,9 @@ def export_repository(cfg: ExportConfig) -> Path:
         pre = staging / PREPROCESS
         pre.mkdir()
         (pre / "model.py").write_text(_template("preprocess_model.py"))
-        for module in ("lookup.py", "side_lookup.py"):
-            (pre / module).write_text(
-                resources.files("seqrec.model_repository").joinpath(module).read_text())
+        for package, module in (("seqrec.model_repository", "lookup.py"), ("seqrec.model_repository", "side_lookup.py"),
+                                ("seqrec.preprocessing", "arrays.py")):  # the lookups import arrays
+            (pre / module).write_text(resources.files(package).joinpath(module).read_text())
         lookup.save(pre)
         if side is not None:
             side.save(pre)

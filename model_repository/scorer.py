@@ -18,12 +18,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from seqrec.preprocessing.arrays import PAD_ID
 from seqrec.training.data import pad_right
 from seqrec.training.features import pad_features
 from seqrec.training.recommend import recommend
 
 SCORER_FILE = "scorer.pt2"
-PAD_ID = 0
 
 
 class _LastPositionScorer(torch.nn.Module):

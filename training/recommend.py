@@ -7,9 +7,9 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from seqrec.preprocessing.workflow import PAD_ID
+from seqrec.preprocessing.arrays import PAD_ID, row_ids
 
-from .data import pad_right
+from .data import as_ragged, pad_right
 from .features import check_aligned, map_features, pad_features
 from .model import MASK_ID, SequenceRecommender
 
@@ -27,7 +27,8 @@ def score_histories(model: SequenceRecommender, histories: Sequence[np.ndarray],
     are read there. Either way the input holds the history and nothing else, so nothing after it
     can leak in, and padding never changes a row's scores.
     """
-    if any(len(h) == 0 for h in histories):
+    histories = as_ragged(histories)
+    if (histories.lengths == 0).any():
         raise ValueError("every history needs at least one item")
     model.eval()
     device = next(model.parameters()).device
@@ -60,11 +61,12 @@ def recommend(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-k encoded item ids [B, k] and their scores [B, k] (float32), best first. `features`:
     side features aligned with the histories (see score_histories)."""
+    histories = as_ragged(histories)
     scores = score_histories(model, histories, features)
     if exclude_seen:
-        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-        seen = torch.from_numpy(np.concatenate(histories).astype(np.int64)).to(scores.device)
-        scores[torch.from_numpy(rows).to(scores.device), seen] = float("-inf")
+        rows = torch.from_numpy(row_ids(histories.offsets)).to(scores.device)
+        seen = torch.from_numpy(histories.values.astype(np.int64)).to(scores.device)
+        scores[rows, seen] = float("-inf")
     k = min(k, scores.shape[1])
     top = torch.topk(scores, k, dim=1)
     return top.indices.cpu().numpy(), top.values.float().cpu().numpy()

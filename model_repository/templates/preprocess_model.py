@@ -29,7 +29,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lookup import PAD_ID, ItemLookup  # noqa: E402  (the copy beside this file)
+from lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup  # noqa: E402  (the copy beside this file)
 from side_lookup import SideLookup  # noqa: E402
 
 MAX_SHOWN = 20
@@ -173,7 +173,7 @@ class TritonPythonModel:
             exclude_enc = np.zeros((len(n), 0), dtype=np.int64)
         else:
             exclude_enc = self.lookup.encode_items(exclude.reshape(-1)).reshape(exclude.shape)
-            exclude_enc[exclude_enc < 3] = PAD_ID
+            exclude_enc[exclude_enc < FIRST_ITEM_ID] = PAD_ID
         return pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor("encoded_items", out),
             pb_utils.Tensor("exclude_encoded", exclude_enc.astype(np.int64)),
