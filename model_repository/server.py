@@ -1,7 +1,7 @@
 """Start and stop a real Triton Inference Server (2.51) from the `nvidia-pytriton` wheel.
 
 The wheel ships the `tritonserver` binary, the python backend and one python-backend stub per
-Python version (see docs / shared notes "triton-cpu"). The server expects the stub inside
+Python version (see docs/serving.md, "How the server runs"). The server expects the stub inside
 `<backend-dir>/python/`, so we assemble a server tree once (bin, backends, caches + the stub for
 the running interpreter) in a cache dir and start the binary from there with the environment it
 needs (bundled libraries + libpython on LD_LIBRARY_PATH, this venv's python first on PATH).

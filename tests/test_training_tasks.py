@@ -111,7 +111,7 @@ def test_pair_trains_and_scores_only_the_history(backbone, task, real, tmp_path)
 
 
 def test_rtd_discriminator_learns_to_find_replaced_items(real):
-    """Transformers4Rec never trained its discriminator (issue #263). Here its weights change and
+    """Transformers4Rec 23.12 never trains its discriminator. Here its weights change and
     its AUC for replaced positions on held-out users rises well above chance."""
     torch.manual_seed(0)
     model = SequenceRecommender(ModelConfig(num_items=real["num_items"], max_len=51, backbone="electra",

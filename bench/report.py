@@ -1,0 +1,200 @@
+"""Render the benchmark tables of docs/benchmarks.md from bench/results/*.json.
+
+    python bench/report.py            # rewrite the generated tables in docs/benchmarks.md
+    python bench/report.py --check    # exit 1 (with a diff) when the file is not what the JSON gives
+
+docs/benchmarks.md holds hand-written text around marker pairs
+
+    <!-- generated from bench/results/<name>.json -->
+    ...
+    <!-- end generated -->
+
+and everything between a pair is replaced by the table of that JSON file. Every JSON file in
+bench/results must have its pair (and every pair its file), so a new result cannot be left out of
+the docs. Files without a layout below get a generic table of their `results` (or `cases`) rows.
+Only the standard library is used.
+"""
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import re
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+DOC = ROOT / "docs" / "benchmarks.md"
+BLOCK = re.compile(r"(<!-- generated from bench/results/(?P<name>[\w.-]+)\.json -->\n)(.*?)(<!-- end generated -->)",
+                   re.S)
+
+
+def _int(v) -> str:
+    return f"{int(round(v)):,}"
+
+
+def _f(digits: int):
+    return lambda v: f"{v:,.{digits}f}"
+
+
+def _mb(v) -> str:
+    return f"{int(round(v)):,} MB"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _columns(rows: list[dict], spec: list[tuple[str, str, object]]) -> str:
+    """spec: (header, key, formatter); a row without the key shows '-'."""
+    return _table([h for h, _, _ in spec],
+                  [[fmt(r[k]) if r.get(k) is not None else "-" for _, k, fmt in spec] for r in rows])
+
+
+def etl(d: dict) -> str:
+    return _columns(d["cases"], [("workflow", "workflow", str), ("rows", "rows", _int),
+                                 ("seconds", "seconds", _f(2)), ("rows/s", "rows_per_s", _int),
+                                 ("sequences", "sessions", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
+        f"\nOutputs identical to the stock workflow's on the rows both ran: "
+        f"{'yes' if d.get('outputs_identical') else 'no'}; speed-up on the same rows: "
+        f"{d['speedup_same_rows']:.1f}x.\n")
+
+
+def readers(d: dict) -> str:
+    return _columns(d["results"], [("layout", "layout", str), ("rows", "rows", _int),
+                                   ("MB", "mb", _f(1)), ("seconds", "seconds", _f(3)),
+                                   ("rows/s", "rows_per_s", _int)])
+
+
+def train(d: dict) -> str:
+    rows = d["results"]
+    first = rows[0]
+    return _columns(rows, [("case", "name", str), ("ms/step (median)", "ms_per_step", _f(1)),
+                           ("ms/step (min)", "ms_per_step_min", _f(1)),
+                           ("ms/step (mean)", "ms_per_step_mean", _f(1)),
+                           ("sequences/s", "sequences_per_s", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
+        f"\n{first['steps']} steps per case, {first['threads']} torch threads, batch {first['batch']}, "
+        f"sequence length {first['seq_len']}, {first['items']:,} items, d_model {first['d_model']}, "
+        f"{first['layers']} layers, {first['heads']} heads; 1-minute load average "
+        f"{d['machine']['load_average_1min']} on {d['machine']['cpu_threads']} CPU threads.\n")
+
+
+def side_features(d: dict) -> str:
+    return _table(["variant", "valid NDCG@10", "valid Recall@10", "test NDCG@10", "test Recall@10",
+                   "best epoch", "seconds"],
+                  [[r["variant"], f"{r['valid']['ndcg@10']:.4f}", f"{r['valid']['recall@10']:.4f}",
+                    f"{r['test']['ndcg@10']:.4f}", f"{r['test']['recall@10']:.4f}",
+                    f"{r['best_epoch']} of {r['epochs_run']}", f"{r['seconds']:.0f}"]
+                   for r in d["results"]])
+
+
+def ddp(d: dict) -> str:
+    m = d["recipe"]["model"]
+    runs = [dict(r, run=f"{r['processes']} process{'es' if r['processes'] > 1 else ''} x "
+                        f"{r['threads_per_process']} thread{'s' if r['threads_per_process'] > 1 else ''}")
+            for r in d["runs"]]
+    return _columns(runs, [("run", "run", str), ("wall s", "wall_s", _f(1)), ("train s", "train_s", _f(1)),
+                           ("epochs", "epochs", str), ("final loss", "final_loss", _f(6)),
+                           ("valid NDCG@10", "valid_ndcg@10", _f(4)), ("test NDCG@10", "test_ndcg@10", _f(4))]) + (
+        f"\n{m['backbone']} {m['task']}, d_model {m['d_model']}, {m['n_layers']} layers, dropout "
+        f"{m['dropout']}, {d['recipe']['epochs']} epochs; load average before the run "
+        f"{d['machine']['load_average_before']:.1f} on {d['machine']['cpus']} cores. Largest weight "
+        f"difference, 2 processes vs 1: {d['max_weight_difference']:.1e}; 1 process with 1 vs 2 "
+        f"threads: {d['max_weight_difference_1_process_other_threads']:.1e}.\n")
+
+
+_SERVING = [("concurrency", "concurrency", str), ("requests", "requests", _int), ("bad", "bad", _int),
+            ("requests/s", "requests_per_s", _int), ("p50 ms", "p50_ms", _f(2)),
+            ("p90 ms", "p90_ms", _f(2)), ("p99 ms", "p99_ms", _f(2)),
+            ("good requests failed", "failed_good", str), ("answers changed", "mismatched", str)]
+
+
+def serving(d: dict) -> str:
+    t = d["targets"]
+    return _columns(d["results"], _SERVING) + (
+        f"\nServer start to ready: {d['server_start_s']} s. Targets: p50 <= {t['p50_ms_c1']} ms and "
+        f"p99 <= {t['p99_ms_c1']} ms at concurrency 1, >= {t['requests_per_s_c16']} requests/s at 16.\n")
+
+
+def serving_row_errors_ab(d: dict) -> str:
+    rps = d["requests_per_s"]
+
+    def runs(side, i):
+        return " / ".join(_int(run[i]) for run in rps[side])
+
+    rows = [[str(c), runs("base", i), runs("new", i)] for i, c in enumerate(d["concurrency"])]
+    p50 = d["p50_ms_concurrency_1"]
+    return _table(["concurrency", "requests/s without per-row answers (runs)",
+                   "requests/s with per-row answers (runs)"], rows) + (
+        f"\np50 at concurrency 1: {' / '.join(f'{v:.2f}' for v in p50['base'])} ms without, "
+        f"{' / '.join(f'{v:.2f}' for v in p50['new'])} ms with.\n")
+
+
+LAYOUTS = {"etl": etl, "readers": readers, "train": train, "side_features": side_features,
+           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
+           "serving_row_errors_ab": serving_row_errors_ab}
+
+
+def generic(d: dict) -> str:
+    rows = d.get("results", d.get("cases"))
+    if not isinstance(rows, list) or not rows or not all(isinstance(r, dict) for r in rows):
+        raise ValueError("no layout for this file and no list of 'results' or 'cases' rows in it")
+    keys = [k for k, v in rows[0].items() if isinstance(v, (str, int, float, bool)) or v is None]
+    fmt = lambda v: f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else (  # noqa: E731
+        f"{v:.4g}" if isinstance(v, float) else str(v))
+    return _columns(rows, [(k, k, fmt) for k in keys])
+
+
+def render_table(name: str, results: Path = RESULTS) -> str:
+    path = results / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{DOC.name}: a generated block names {path}, which does not exist")
+    data = json.loads(path.read_text())
+    try:
+        return LAYOUTS.get(name, generic)(data)
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(f"{path}: cannot render its table ({type(e).__name__}: {e})") from e
+
+
+def render(text: str, results: Path = RESULTS) -> str:
+    """The document with every generated block rewritten from its JSON file."""
+    names = [m.group("name") for m in BLOCK.finditer(text)]
+    missing = sorted({p.stem for p in results.glob("*.json")} - set(names))
+    if missing:
+        raise ValueError(f"{DOC.name}: no generated block for bench/results/{missing[0]}.json; add "
+                         f"'<!-- generated from bench/results/{missing[0]}.json -->' and "
+                         "'<!-- end generated -->' where its table belongs")
+    # blank lines around the table: markdown ends a table at a blank line, not at a comment
+    return BLOCK.sub(lambda m: m.group(1) + "\n" + render_table(m.group("name"), results) + "\n" + m.group(4),
+                     text)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="only compare; exit 1 when stale")
+    args = p.parse_args(argv)
+    current = DOC.read_text()
+    try:
+        wanted = render(current)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"bench/report.py: {e}", file=sys.stderr)
+        return 2
+    if args.check:
+        if wanted != current:
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), wanted.splitlines(True),
+                                                       str(DOC), "generated"))
+            print("docs/benchmarks.md is stale: run python bench/report.py", file=sys.stderr)
+            return 1
+        return 0
+    if wanted != current:
+        tmp = DOC.with_suffix(".md.tmp")
+        tmp.write_text(wanted)
+        tmp.replace(DOC)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
