@@ -18,8 +18,7 @@ from .checkpoint import save_checkpoint
 from .data import read_columns
 from .evaluation import evaluate, evaluate_popularity
 from .features import check_side_features, feature_columns, side_list_columns
-from .loop import (PRECISIONS, STATE_FILE, Trainer, check_run_options, resolve_device,  # noqa: F401
-                   run_epoch, training_units, workflow_facts)
+from .loop import STATE_FILE, Trainer, check_run_options, workflow_facts
 from .model import ModelConfig
 
 
