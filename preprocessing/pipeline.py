@@ -8,31 +8,40 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
 from tqdm.auto import tqdm
 
 from .datasets import read_movielens_100k
-from .interactions import validate_interactions
-from .ops import LENGTH_COLUMN
+from .filters import cut_interactions, length_filter, raw_lengths
+from .interactions import InteractionError, validate_interactions
+from .arrays import LENGTH_COLUMN
+from .ops import sequences_table
+from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
 from .readers import read_interactions as read_raw
 from .readers import reader_config
 from .staging import staged_directory
-from .splits import leave_last_out, time_window_splits
+from .splits import LEAVE_LAST_OUT_MIN_LEN, leave_last_out, time_window_splits
 from .workflow import (
+    FIRST_ITEM_ID,
     ITEM_COL,
     ITEM_LIST,
     TIME_COL,
     build_workflow,
+    encode_items,
     fit_workflow,
     item_vocabulary,
     transform_frame,
 )
 
 WORKFLOW_DIR = "workflow"
-SPLITS = ("train", "valid", "test")
+SPLIT_KINDS = ("leave-last-out", "time-window", "predefined")
+# the shortest sequence each split can use, and why (the summary says so when min_len is raised)
+NEEDED = {"leave-last-out": (LEAVE_LAST_OUT_MIN_LEN, "leave-last-out needs a train item, a "
+                             "valid and a test target"),
+          "time-window": (1, ""),
+          "predefined": (2, "a sequence needs a history item and a target")}
 
 
 @dataclass
@@ -47,7 +56,11 @@ class ETLConfig:
     # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
     # options); when set it replaces `dataset`
     source: dict | None = None
-    split: str = "leave-last-out"  # or "time-window"
+    split: str = "leave-last-out"  # or "time-window", or "predefined" (the data says which is which)
+    # predefined split: one source per split ({train: {...}, valid: {...}, test: {...}}, each a
+    # `source` mapping), or `source` plus `split_column`, the column holding train/valid/test
+    sources: dict | None = None
+    split_column: str | None = None
     window_seconds: int = 86400  # time-window split: one folder per day by default
     valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
     test_fraction: float = 0.1
@@ -61,9 +74,28 @@ class ETLConfig:
     item_age: bool = False  # seconds since the item's first interaction
 
     def __post_init__(self):
-        if self.split not in ("leave-last-out", "time-window"):
-            raise ValueError(f"split {self.split!r}: choose 'leave-last-out' or 'time-window'")
+        if self.split not in SPLIT_KINDS:
+            raise ValueError(f"split {self.split!r}: choose one of {list(SPLIT_KINDS)}")
+        required = max(self.min_len, NEEDED[self.split][0])
+        if self.max_len is not None and self.max_len < required:
+            raise ValueError(f"max_len={self.max_len} is below the {required} items a {self.split} "
+                             "sequence needs: every sequence would be dropped")
+        if (self.sources is not None or self.split_column is not None) != (self.split == "predefined"):
+            raise ValueError("sources / split_column go with split: predefined (and it needs one)")
+        if self.sources is not None and (self.source is not None or self.split_column is not None):
+            raise ValueError("predefined split: give either `sources` (one per split) or "
+                             "`source` with `split_column`, not both")
+        if self.split_column is not None and self.source is None:
+            raise ValueError("split_column names a column of `source`, which is not set")
         source_key = reader_config(self.source).key if self.source is not None else None
+        if self.sources is not None:
+            if sorted(self.sources) != sorted(SPLITS):
+                raise ValueError(f"sources: expected exactly {list(SPLITS)}, got "
+                                 f"{sorted(self.sources)}")
+            keys = {s: reader_config(c).key for s, c in self.sources.items()}
+            if len(set(keys.values())) != 1:
+                raise ValueError(f"sources are keyed differently: {keys}")
+            source_key = keys["train"]
         if self.key is None:
             self.key = source_key or "user_id"
         elif source_key is not None and self.key != source_key:
@@ -79,16 +111,22 @@ class ETLResult:
     windows: list[str] = field(default_factory=list)
     num_items: int = 0
     seconds: float = 0.0
-    dropped_sequences: int = 0  # shorter than min_len or longer than max_session_len
+    dropped_sequences: int = 0  # the sum of dropped_reasons
+    # sequences dropped, by reason ("<split>: reason" where it is one split's)
     dropped_reasons: dict[str, int] = field(default_factory=dict)
-    sequences_in: int = 0  # distinct keys after grouping, before the length filters
+    # interactions cut from the sequences that were kept, by reason
+    dropped_interactions: dict[str, int] = field(default_factory=dict)
+    sequences_in: int = 0  # distinct keys (per split, when predefined), before any filter
 
     @property
     def rows_per_second(self) -> float:
         return self.rows_in / max(self.seconds, 1e-9)
 
 
-def read_interactions(config: ETLConfig) -> pd.DataFrame:
+def read_interactions(config: ETLConfig) -> pd.DataFrame | dict[str, pd.DataFrame]:
+    """The raw interactions; a {split: frame} mapping for a predefined split from `sources`."""
+    if config.sources is not None:
+        return {s: read_raw(reader_config(config.sources[s])) for s in SPLITS}
     if config.source is not None:
         return read_raw(reader_config(config.source))  # key, item_id, timestamp + side columns
     if config.dataset == "movielens-100k":
@@ -97,16 +135,28 @@ def read_interactions(config: ETLConfig) -> pd.DataFrame:
 
 
 def run_etl(
-    config: ETLConfig, interactions: pd.DataFrame | None = None, progress: bool = True
+    config: ETLConfig, interactions: pd.DataFrame | dict[str, pd.DataFrame] | None = None,
+    progress: bool = True,
 ) -> ETLResult:
-    """Fit the workflow, write the splits; the output folder appears only when complete."""
+    """Fit the workflow, write the splits; the output folder appears only when complete.
+
+    interactions: the raw frame (or, for a predefined split, {train, valid, test} frames)."""
     started = time.perf_counter()
     stages = tqdm(total=3, desc="preprocess", unit="stage", disable=not progress)
     stages.set_postfix_str("read")
     frame = read_interactions(config) if interactions is None else interactions
-    frame = validate_interactions(
-        frame, source=config.source["path"] if config.source else f"{config.dataset} input", columns=(config.key, ITEM_COL, TIME_COL)
-    )
+    source = _source_name(config)
+    columns = (config.key, ITEM_COL, TIME_COL)
+    if config.split == "predefined":
+        if not isinstance(frame, dict):
+            frame = split_by_column(frame, config.split_column, source)
+        check_splits(frame, source)
+        frames = {s: validate_interactions(frame[s], source=f"{source} [{s}]", columns=columns)
+                  for s in SPLITS}
+        fit_frame, rows_in = frames["train"], sum(len(f) for f in frames.values())
+    else:
+        frame = validate_interactions(frame, source=source, columns=columns)
+        fit_frame, rows_in = frame, len(frame)
     final = Path(config.output_dir)
     with staged_directory(final) as staging, closing(stages):
         workflow = build_workflow(
@@ -122,32 +172,34 @@ def run_etl(
             item_age=config.item_age,
         )
         stages.set_postfix_str("fit")
-        fit_workflow(workflow, frame)
+        fit_workflow(workflow, fit_frame)  # predefined: the training split only
         stages.update()
         stages.set_postfix_str("transform")
-        grouped = transform_frame(workflow, frame)
-        stages.update()
-        short = grouped[LENGTH_COLUMN] < config.min_len
-        long = np.zeros(len(grouped), dtype=bool)
-        if config.max_session_len is not None:  # raw interactions, before truncation
-            long = _full_lengths(frame, grouped, config.key) > config.max_session_len
-        reasons = {f"shorter than min_len={config.min_len}": int(short.sum()),
-                   f"longer than max_session_len={config.max_session_len}": int((long & ~short).sum())}
-        grouped = grouped[~(short | long)].reset_index(drop=True)
-        stages.set_postfix_str("split + write")
-        sequences, windows = _write_splits(grouped, config, staging)
+        if config.split == "predefined":
+            sequences, reasons, cut, sequences_in = _write_predefined(workflow, frames, config,
+                                                                      staging)
+            windows: list[str] = []
+            stages.update()
+        else:
+            grouped = transform_frame(workflow, frame)
+            stages.update()
+            sequences_in = len(grouped)
+            grouped, reasons, cut = _filter(grouped, frame, config)
+            stages.set_postfix_str("split + write")
+            sequences, windows = _write_splits(grouped, config, staging)
         workflow.save(str(staging / WORKFLOW_DIR))
         stages.update()
         shutil.rmtree(staging / "categories")  # the saved workflow carries its own copy
         result = ETLResult(
             output_dir=str(final),
-            rows_in=len(frame),
+            rows_in=rows_in,
             sequences=sequences,
             windows=windows,
             num_items=int((item_vocabulary(workflow) >= 0).sum()),
             dropped_sequences=sum(reasons.values()),
             dropped_reasons=reasons,
-            sequences_in=len(grouped) + sum(reasons.values()),
+            dropped_interactions=cut,
+            sequences_in=sequences_in,
         )
         result.seconds = time.perf_counter() - started
         (staging / "etl_summary.json").write_text(
@@ -156,14 +208,59 @@ def run_etl(
     return result
 
 
-def _full_lengths(frame: pd.DataFrame, grouped: pd.DataFrame, key: str) -> np.ndarray:
-    counts = frame[key].value_counts()
-    return counts.reindex(grouped[key]).to_numpy()
+def _source_name(config: ETLConfig) -> str:
+    if config.sources is not None:
+        return config.sources["train"]["path"]
+    return config.source["path"] if config.source else f"{config.dataset} input"
+
+
+def _filter(grouped: pd.DataFrame, frame: pd.DataFrame, config: ETLConfig, prefix: str = ""):
+    """The length filters of one split: (kept sequences, dropped by reason, cut by reason)."""
+    needed, why = NEEDED[config.split]
+    # per-key raw counts cost a hash of every row: only when a filter or count needs them
+    exact = config.max_session_len is not None or config.remove_repeats
+    lengths = raw_lengths(frame, grouped, config.key) if exact else None
+    kept, reasons, keep = length_filter(grouped, lengths, config.min_len, needed, why,
+                                        config.max_session_len, prefix)
+    if exact:
+        raw_kept = int(lengths[keep].sum())
+    else:  # every row is in one list, and a dropped (short) sequence was never cut by max_len
+        raw_kept = len(frame) - int(grouped[LENGTH_COLUMN].to_numpy()[~keep].sum())
+    cut = cut_interactions(raw_kept, kept, config.max_len, config.remove_repeats, prefix)
+    return kept, reasons, cut
+
+
+def _write_predefined(workflow, frames: dict[str, pd.DataFrame], config: ETLConfig,
+                      staging: Path):
+    """Each split through the workflow fitted on train; unknown items handled in valid/test."""
+    vocabulary = item_vocabulary(workflow)
+    sequences, reasons, cut, sequences_in = {}, {}, {}, 0
+    for split in SPLITS:
+        frame, prefix = frames[split], f"{split}: "
+        sequences_in += int(frame[config.key].nunique())
+        if split != "train":
+            known = encode_items(vocabulary, frame[ITEM_COL].to_numpy()) >= FIRST_ITEM_ID
+            frame, skipped, dropped = exclude_unknowns(frame, known, config.key, TIME_COL)
+            reasons.update({prefix + r: n for r, n in skipped.items()})
+            cut.update({prefix + r: n for r, n in dropped.items()})
+        if len(frame) == 0:
+            raise InteractionError(f"{_source_name(config)}: no {split} session is left "
+                                   f"({reasons})")
+        grouped, dropped_here, cut_here = _filter(transform_frame(workflow, frame), frame,
+                                                  config, prefix)
+        reasons.update(dropped_here)
+        cut.update(cut_here)
+        if len(grouped) == 0:
+            raise InteractionError(f"{_source_name(config)}: no {split} session is left "
+                                   f"({reasons})")
+        pq.write_table(sequences_table(grouped), staging / f"{split}.parquet")
+        sequences[split] = len(grouped)
+    return sequences, reasons, cut, sequences_in
 
 
 def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
     if config.split == "leave-last-out":
-        splits = leave_last_out(grouped, min_len=config.min_len)
+        splits = leave_last_out(grouped, min_len=config.min_len)  # already filtered
         for name, table in splits.items():
             pq.write_table(table, staging / f"{name}.parquet")
         return {n: t.num_rows for n, t in splits.items()}, []

@@ -9,6 +9,8 @@ from . import arrays
 from .arrays import FIRST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX
 from .ops import sequences_table
 
+LEAVE_LAST_OUT_MIN_LEN = 3  # one train item, a valid target and a test target
+
 
 def drop_last(lists: pa.ListArray, n: int) -> pa.ListArray:
     """Remove the last `n` elements of every list (vectorised over the offsets)."""
@@ -23,7 +25,7 @@ def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Tabl
     The target of valid/test is the LAST element of each list; everything before it is history.
     Sequences shorter than `min_len` (3: one train item, a valid and a test target) are dropped.
     """
-    min_len = max(min_len, 3)
+    min_len = max(min_len, LEAVE_LAST_OUT_MIN_LEN)
     table = sequences_table(grouped[grouped[LENGTH_COLUMN] >= min_len])
     list_cols = [c for c in table.column_names if c.endswith(LIST_SUFFIX)]
     splits = {}

@@ -16,6 +16,7 @@ from ._io import ReaderError
 from .diginetica import read_diginetica
 from .generic import read_generic
 from .movielens import read_movielens
+from .recbole import read_recbole, read_recbole_items
 from .rees46 import read_rees46, uuid_to_int64
 from .yoochoose import read_yoochoose
 
@@ -25,6 +26,7 @@ READERS = {
     "rees46": read_rees46,
     "movielens": read_movielens,
     "generic": read_generic,
+    "recbole": read_recbole,
 }
 KEYS = {"yoochoose": "session_id", "diginetica": "session_id", "rees46": "session_id",
         "movielens": "user_id"}
@@ -44,6 +46,8 @@ class ReaderConfig:
         if self.format == "generic":
             return self.options.get("key") or (
                 "session_id" if "session_id" in self.columns else "user_id")
+        if self.format == "recbole":
+            return self.options.get("key") or "user_id"
         return KEYS[self.format]
 
 
@@ -85,5 +89,6 @@ def _check_options(reader, source: ReaderConfig, *args) -> None:
 
 
 __all__ = ["READERS", "ReaderConfig", "ReaderError", "reader_config", "read_diginetica", "read_generic",
-           "read_interactions", "read_movielens", "read_rees46", "read_yoochoose",
+           "read_interactions", "read_movielens", "read_recbole", "read_recbole_items", "read_rees46",
+           "read_yoochoose",
            "uuid_to_int64"]

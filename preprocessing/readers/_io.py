@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import re
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,6 +21,11 @@ import pyarrow.csv as pcsv
 from ..interactions import InteractionError
 
 NULL_VALUES = ["", "NA", "NULL", "null", "NaN", "nan"]
+# `sep` values meaning "one or more spaces or tabs" (the `.dat`/`.txt` dumps aligned by hand)
+WHITESPACE = ("whitespace", r"\s+")
+# Arrow's reader takes one delimiter byte: multi-character and whitespace separators are rewritten
+# to this control byte (never legitimate in text data) before parsing.
+_UNIT_SEPARATOR = b"\x1f"
 
 
 class ReaderError(InteractionError):
@@ -44,6 +51,7 @@ class CsvLayout:
     timestamp_formats: list[str] = field(default_factory=list)  # strptime formats, else ISO 8601
     include: list[str] | None = None  # read only these (e.g. the ':' columns of '::' files)
     infer_others: bool = False  # columns not in `types`: Arrow infers (True) or keeps text
+    quoted: bool = True  # False: '"' is an ordinary character (formats that never quote)
 
     @property
     def first_data_line(self) -> int:
@@ -76,10 +84,36 @@ def read_csv(path, layout: CsvLayout) -> pa.Table:
     return table
 
 
+def split_fields(line: str, sep: str) -> list[str]:
+    """One text line cut into fields the way the reader cuts it (quotes stripped)."""
+    cells = line.split() if sep in WHITESPACE else line.split(sep)
+    return [c.strip('"') for c in cells]
+
+
+def _csv_source(path: Path, sep: str):
+    """(what Arrow reads, its one-byte delimiter): the path itself for a one-character separator,
+    else the decompressed bytes with every separator rewritten to one control byte."""
+    if len(sep) == 1 and sep not in WHITESPACE:
+        return path, sep
+    if not sep:
+        raise ReaderError(path, "empty separator")
+    with pa.input_stream(str(path)) as stream:  # decompresses .gz/.bz2 by extension
+        data = stream.read()
+    if _UNIT_SEPARATOR in data:
+        raise ReaderError(path, "holds the control byte 0x1f, which the reader uses internally")
+    if sep in WHITESPACE:
+        data = re.sub(rb"(?m)^[ \t]+|[ \t]+(?=\r?$)", b"", data)
+        data = re.sub(rb"[ \t]+", _UNIT_SEPARATOR, data)
+    else:
+        data = data.replace(sep.encode(), _UNIT_SEPARATOR)
+    return pa.BufferReader(data), _UNIT_SEPARATOR.decode()
+
+
 def _arrow_read(path: Path, layout: CsvLayout, types: dict) -> pa.Table:
     names = layout.names
     read = pcsv.ReadOptions(column_names=None if layout.header else names, block_size=1 << 24)
-    parse = pcsv.ParseOptions(delimiter=layout.sep)
+    source, delimiter = _csv_source(path, layout.sep)
+    parse = pcsv.ParseOptions(delimiter=delimiter, quote_char='"' if layout.quoted else False)
     convert = pcsv.ConvertOptions(
         column_types={**({} if layout.infer_others else {c: pa.string() for c in names}), **types},
         null_values=NULL_VALUES, strings_can_be_null=True,
@@ -88,12 +122,12 @@ def _arrow_read(path: Path, layout: CsvLayout, types: dict) -> pa.Table:
     )
     if layout.header:
         _check_header(path, layout)
-    return pcsv.read_csv(path, read_options=read, parse_options=parse, convert_options=convert)
+    return pcsv.read_csv(source, read_options=read, parse_options=parse, convert_options=convert)
 
 
 def _check_header(path: Path, layout: CsvLayout) -> None:
     first = first_line(path)
-    found = [c.strip('"') for c in first.split(layout.sep)]
+    found = split_fields(first, layout.sep)
     wanted = layout.include or layout.names
     missing = [c for c in wanted if c not in found]
     if missing:
