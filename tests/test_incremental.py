@@ -131,11 +131,11 @@ def _optimizer_steps(out) -> int:
 
 @pytest.mark.slow
 def test_incremental_steps_per_epoch_caps_every_epoch(tiny_windows, tmp_path):
-    capped = train_incremental(_tiny(tiny_windows, tmp_path / "capped", steps_per_epoch=2), progress=False)
-    assert _optimizer_steps(tmp_path / "capped") == 3 * 2 * 2  # 3 windows x 2 epochs x 2 steps
-    assert len(capped["windows"]) == 2
+    capped = train_incremental(_tiny(tiny_windows, tmp_path / "capped", steps_per_epoch=1), progress=False)
+    windows = len(capped["windows"]) + 1  # the last window is trained on, not evaluated
+    assert windows >= 3 and _optimizer_steps(tmp_path / "capped") == windows * 2  # 2 epochs x 1 step
     train_incremental(_tiny(tiny_windows, tmp_path / "full"), progress=False)
-    assert _optimizer_steps(tmp_path / "full") > 3 * 2 * 2
+    assert _optimizer_steps(tmp_path / "full") > windows * 2 * 2
 
 
 @pytest.mark.slow
