@@ -82,6 +82,26 @@ def train(d: dict) -> str:
         f"{d['machine']['load_average_1min']} on {d['machine']['cpu_threads']} CPU threads.\n")
 
 
+def train_data(d: dict) -> str:
+    load, ev = d["data-loading"], d["evaluation"]
+    rows = [["read the list column (values + offsets)", _f(2)(load["read_values_offsets_s"]), "-"],
+            ["pad the training matrix", _f(2)(load["pad_matrix_s"]), "-"],
+            [f"gather every batch of one epoch ({load['batches']:,})", _f(2)(load["gather_all_batches_s"]),
+             _mb(load["peak_rss_mb"])],
+            ["popularity baseline", _f(2)(ev["popularity_s"]), "-"],
+            ["popularity baseline, seen items excluded (streamed)", _f(2)(ev["popularity_exclude_seen_s"]), "-"],
+            [f"model evaluation, seen items excluded ({ev['model_sessions']:,} sessions)",
+             _f(2)(ev["model_exclude_seen_s"]), _mb(ev["peak_rss_mb"])]]
+    return _table(["step", "seconds", "peak RSS of the case"], rows) + (
+        f"\n{load['sessions']:,} synthetic sessions ({load['values']:,} interactions), {load['items']:,} items, "
+        f"batch {load['batch']}, sequence length {load['seq_len']}, {ev['threads']} torch threads; data for one "
+        f"epoch: {load['epoch_data_s']:.1f} s (reading the same column as one pandas object per row: "
+        f"{load['reference_pandas_rows_read_s']:.1f} s). Evaluation peak RSS {_mb(ev['peak_rss_mb'])} "
+        f"(limit {_mb(d['rss_limit_mb'])}); a dense [sessions, items] seen matrix would be "
+        f"{ev['dense_seen_matrix_gb']:.0f} GB. 1-minute load average {d['machine']['load_average_1min']} "
+        f"on {d['machine']['cpu_threads']} CPU threads.\n")
+
+
 def side_features(d: dict) -> str:
     return _table(["variant", "valid NDCG@10", "valid Recall@10", "test NDCG@10", "test Recall@10",
                    "best epoch", "seconds"],
@@ -150,7 +170,8 @@ def masked(d: dict) -> str:
                    "best valid NDCG@10", "best epoch"], rows)
 
 
-LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "side_features": side_features,
+LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
+           "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab}
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .ops import LENGTH_COLUMN
+from .arrays import LENGTH_COLUMN
 
 
 def min_length_reason(min_len: int, needed: int, why: str) -> tuple[int, str]:

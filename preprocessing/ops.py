@@ -15,28 +15,9 @@ from merlin.dag.ops.stat_operator import StatOperator
 from nvtabular.ops import Operator
 from merlin.dag import ColumnSelector
 
-LIST_SUFFIX = "-list"
-FIRST_SUFFIX, LAST_SUFFIX = "-first", "-last"
-LENGTH_COLUMN = "seq_length"
-
-
-def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start offsets of each run of equal keys in a sorted key array, plus the end."""
-    n = len(sorted_keys)
-    if n == 0:
-        return np.zeros(1, dtype=np.int64)
-    change = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    return np.concatenate(([0], change, [n])).astype(np.int64)
-
-
-def keep_last_mask(offsets: np.ndarray, max_len: int | None) -> np.ndarray:
-    """Boolean row mask keeping the last `max_len` rows of every group."""
-    lengths = np.diff(offsets)
-    n = int(offsets[-1])
-    if max_len is None:
-        return np.ones(n, dtype=bool)
-    row_end = np.repeat(offsets[1:], lengths)  # end offset of each row's group
-    return (row_end - np.arange(n)) <= max_len
+from .arrays import (FIRST_SUFFIX, LAST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX, TIME_FEATURES,  # noqa: F401
+                     clock_feature, group_offsets, group_starts, item_age, keep_last_mask,
+                     offsets_from_lengths, since_previous)
 
 
 def lists_from_offsets(values: np.ndarray, offsets: np.ndarray) -> pd.Series:
@@ -96,7 +77,7 @@ class GroupSequences(Operator):
         offsets = group_offsets(keys)
         keep = keep_last_mask(offsets, self.max_len)
         lengths = np.minimum(np.diff(offsets), self.max_len or np.iinfo(np.int64).max)
-        new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+        new_offsets = offsets_from_lengths(lengths)
         rows = order[keep]
         times = df[self.sort_col].to_numpy()[order]
         out = pd.DataFrame({self.key: keys[offsets[:-1]]})
@@ -182,9 +163,6 @@ class DropConsecutiveRepeats(Operator):
         return df[~repeat][col_selector.names].reset_index(drop=True)
 
 
-TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "day_index", "since_prev")
-
-
 class TimeFeatures(Operator):
     """Per-interaction time features from epoch seconds, rows kept in their order:
     hour-of-day and weekday on the unit circle (23h is next to 0h), the day index, and the seconds
@@ -198,19 +176,11 @@ class TimeFeatures(Operator):
         _require(col_selector, [self.key, self.time_col])
         seconds = df[self.time_col].to_numpy().astype(np.int64)
         keys = df[self.key].to_numpy()
-        hour = (seconds % 86400) / 3600.0
-        weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
         order = np.lexsort((seconds, keys))  # stable: ties keep arrival order
-        gap = np.zeros(len(seconds), dtype=np.float32)
-        same = keys[order][1:] == keys[order][:-1]
-        gap[order[1:]] = np.where(same, np.diff(seconds[order]), 0)
-        out = {
-            "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
-            "weekday_sin": np.sin(2 * np.pi * weekday / 7), "weekday_cos": np.cos(2 * np.pi * weekday / 7),
-            "day_index": (seconds // 86400).astype(np.int64), "since_prev": gap,
-        }
-        columns = {f"{self.time_col}-{n}": v.astype(np.float32) if n != "day_index" else v
-                   for n, v in out.items()}
+        gap = np.empty(len(seconds), dtype=np.float32)
+        gap[order] = since_previous(seconds[order], group_starts(group_offsets(keys[order]), len(seconds)))
+        columns = {f"{self.time_col}-{n}": gap if n == "since_prev" else clock_feature(seconds, n)
+                   for n in TIME_FEATURES}
         return type(df)(columns, index=df.index)  # same rows, same index: merlin aligns on it
 
     def column_mapping(self, col_selector):
@@ -250,13 +220,7 @@ class ItemAge(StatOperator):
         self.items = self.first_seen = None
 
     def transform(self, col_selector: ColumnSelector, df):
-        items = np.asarray(df[self.item_col].to_numpy(), dtype=np.int64)
-        seconds = np.asarray(df[self.time_col].to_numpy(), dtype=np.int64)
-        age = np.zeros(len(items), dtype=np.float32)
-        if len(self.items):
-            pos = np.clip(np.searchsorted(self.items, items), 0, len(self.items) - 1)
-            seen = self.items[pos] == items
-            age[seen] = np.maximum(seconds[seen] - self.first_seen[pos[seen]], 0)
+        age = item_age(df[self.item_col].to_numpy(), df[self.time_col].to_numpy(), self.items, self.first_seen)
         return type(df)({self.output_name: age}, index=df.index)  # merlin aligns on the index
 
     @property

@@ -17,7 +17,8 @@ from tqdm.auto import tqdm
 from .datasets import read_movielens_100k
 from .filters import cut_interactions, length_filter, raw_lengths
 from .interactions import InteractionError, validate_interactions
-from .ops import LENGTH_COLUMN, sequences_table
+from .arrays import LENGTH_COLUMN
+from .ops import sequences_table
 from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
 from .readers import read_interactions as read_raw
 from .readers import ReaderConfig, reader_config

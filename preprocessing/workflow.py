@@ -20,13 +20,9 @@ from nvtabular import ops  # noqa: E402
 
 from merlin.schema import Tags  # noqa: E402
 
-from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
-
-ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
-ITEM_LIST = ITEM_COL + LIST_SUFFIX
-# Categorify (NVTabular 23.8) reserves 0 for padding, 1 for nulls and 2 for out-of-vocabulary
-# values (one OOV bucket); real items start at 3.
-PAD_ID, NULL_ID, OOV_ID, FIRST_ITEM_ID = 0, 1, 2, 3
+from .arrays import (FIRST_ITEM_ID, ITEM_COL, ITEM_LIST, KEY_COL, NULL_ID, OOV_ID, PAD_ID,  # noqa: E402,F401
+                     TIME_COL, encode_sorted, sorted_vocabulary)
+from .ops import DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
 
 
 def build_workflow(
@@ -116,12 +112,8 @@ def item_vocabulary(workflow: nvt.Workflow) -> np.ndarray:
 
 def encode_items(vocabulary: np.ndarray, original_ids: np.ndarray) -> np.ndarray:
     """Original ids -> encoded ids via the vocabulary (unknown -> OOV), for checks and tools."""
-    known = vocabulary[FIRST_ITEM_ID:]
-    order = np.argsort(known, kind="stable")
-    pos = np.searchsorted(known, original_ids, sorter=order)
-    pos = np.clip(pos, 0, len(known) - 1)
-    hit = known[order[pos]] == original_ids
-    return np.where(hit, order[pos] + FIRST_ITEM_ID, OOV_ID).astype(np.int64)
+    keys, codes = sorted_vocabulary(vocabulary)
+    return encode_sorted(keys, codes, np.asarray(original_ids, dtype=np.int64)).astype(np.int64)
 
 
 def _nodes(node):

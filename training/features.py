@@ -25,7 +25,9 @@ from torch import nn
 
 from seqrec.config import derived
 from seqrec.errors import ConfigError
-from seqrec.preprocessing.ops import LIST_SUFFIX
+from seqrec.preprocessing.arrays import LIST_SUFFIX, list_column
+
+from .data import Ragged, as_ragged, pad_right
 
 if TYPE_CHECKING:
     from .model import ModelConfig
@@ -75,10 +77,6 @@ class SideFeatureConfig:
         return asdict(self)
 
 
-def list_column(name: str) -> str:
-    return name + LIST_SUFFIX
-
-
 def check_columns(cfg: SideFeatureConfig, schema) -> None:
     """Every configured column must be a list column of the data with the right kind; `schema` is
     the saved workflow's output schema (merlin), read before any training."""
@@ -106,6 +104,11 @@ def read_feature_lists(frame, cfg: SideFeatureConfig | None) -> dict[str, list[n
     if cfg is None:
         return {}
     return {c: list(frame[list_column(c)]) for c in cfg.columns}
+
+
+def feature_columns(columns: Mapping[str, Ragged], cfg: SideFeatureConfig | None) -> dict[str, Ragged]:
+    """List columns read by data.read_columns -> side feature name -> its rows (none: {})."""
+    return {} if cfg is None else {c: columns[list_column(c)] for c in cfg.columns}
 
 
 def slice_rows(features: Mapping[str, Sequence[np.ndarray]] | None,
@@ -224,8 +227,6 @@ def workflow_schema(data_dir: str | Path):
 def pad_features(cfg: SideFeatureConfig | None, features, max_len: int | None) -> dict | None:
     """Per-row feature arrays -> right-padded [B, T] tensors (int64 codes, float32 values),
     cut exactly like the item rows (training.data.pad_right keeps the LAST max_len)."""
-    from .data import pad_right
-
     if cfg is None or not features:
         return None
     out = {c: pad_right(features[c], max_len) for c in cfg.categorical}
@@ -238,11 +239,11 @@ def check_aligned(histories: Sequence[np.ndarray], features, cfg: SideFeatureCon
     missing = missing_features(cfg, features)
     if missing:
         raise ValueError(f"this model was trained with side features; missing {missing}")
-    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    lengths = as_ragged(histories).lengths
     for c in cfg.columns:
         if len(features[c]) != len(histories):
             raise ValueError(f"side feature {c!r} has {len(features[c])} rows for {len(histories)} histories")
-        got = np.fromiter((len(x) for x in features[c]), dtype=np.int64, count=len(histories))
+        got = as_ragged(features[c]).lengths
         bad = np.flatnonzero(got != lengths)
         if bad.size:
             raise ValueError(f"side feature {c!r} row {bad[0]} has {got[bad[0]]} values for "

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.config import derived, structure
-from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
+from seqrec.preprocessing.arrays import FIRST_ITEM_ID, PAD_ID
 
 from .backbones import BACKBONES, build_backbone, run_backbone
 from .features import Features, SideFeatureConfig, SideFeatureEncoder, missing_features

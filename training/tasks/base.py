@@ -7,7 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqrec.preprocessing.workflow import PAD_ID
+from seqrec.preprocessing.arrays import PAD_ID
 
 if TYPE_CHECKING:
     from ..model import ModelConfig, SequenceRecommender

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqrec.preprocessing.workflow import PAD_ID
+from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import PERMUTATION
 from .base import MASK_ID, Task, ensure_one, mask_last

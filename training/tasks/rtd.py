@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from seqrec.preprocessing.workflow import PAD_ID
+from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, build_backbone
 from .base import MASK_ID, Task, bernoulli_mask, mask_last
