@@ -91,7 +91,7 @@ def _partitioned(src: Path, out: Path, queue) -> None:
     t0 = time.perf_counter()
     paths = sorted(src.glob("*.parquet"))
     workflow = build_workflow(out / "categories", max_len=20, key="session_id", categorical=("category",))
-    result = group_partitioned(workflow, paths, out / "sessions", key="session_id", part_size="256MB")
+    result = group_partitioned(workflow, paths, out / "sessions", key="session_id")
     seconds = time.perf_counter() - t0
     sessions = sum(pq.ParquetFile(p).metadata.num_rows for p in result.glob("*.parquet"))
     queue.put((seconds, sessions, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))

@@ -20,6 +20,7 @@ from nvtabular import ops  # noqa: E402
 
 from merlin.schema import Tags  # noqa: E402
 
+from .encoding import SortedCategorify  # noqa: E402
 from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
 
 ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
@@ -50,10 +51,10 @@ def build_workflow(
     Items seen fewer than `freq_threshold` times map to the OOV id, like unseen ones.
     """
     out_path = str(categories_dir)
-    items = [ITEM_COL] >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
+    items = [ITEM_COL] >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
     features = items + [key, TIME_COL]
     if categorical:
-        features += list(categorical) >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold)
+        features += list(categorical) >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold)
     plain = [c for c in continuous if c not in log_continuous]
     if plain:
         features += plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
@@ -92,8 +93,9 @@ def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame, rows_per_partition
 
 
 def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
-    """Apply a fitted workflow to an in-memory frame of raw rows."""
-    return workflow.transform(as_dataset(frame)).to_ddf().compute()
+    """Apply a fitted workflow to an in-memory frame of raw rows: merlin's local executor on the
+    frame itself (a Dask collection of one partition would only add graph building and hashing)."""
+    return workflow.transform(frame)
 
 
 def load_workflow(path: str | Path) -> nvt.Workflow:
