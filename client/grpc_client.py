@@ -20,7 +20,6 @@ A request-level problem (missing item_ids, bad k, shapes that disagree) fails th
 """
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass
 from typing import Sequence
@@ -29,8 +28,10 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from .connection import TLS, RetryPolicy, Retrying, channel_args
+
 __all__ = ["RecommenderClient", "AsyncRecommenderClient", "Recommendation", "RecommendationError",
-           "format_table", "build_inputs"]
+           "format_table", "build_inputs", "canary_inputs"]
 
 INPUT_NAME = "item_ids"
 OUTPUT_IDS = "top_item_ids"
@@ -89,7 +90,6 @@ def _to_int64(item_ids: Sequence[int]) -> np.ndarray:
 
 
 EXCLUDE_PAD = np.iinfo(np.int64).min  # never a catalogue id, so excluding it is a no-op
-RETRY_STATUS = "UNAVAILABLE"
 
 
 def _padded(rows: list[np.ndarray], pad, dtype=np.int64) -> tuple[np.ndarray, np.ndarray]:
@@ -203,21 +203,52 @@ def _dtypes_of(metadata: dict) -> dict[str, str]:
     return {i["name"]: i["datatype"] for i in metadata.get("inputs", [])}
 
 
-def _retryable(e: InferenceServerException, attempt: int, retries: int) -> bool:
-    return RETRY_STATUS in str(e.status() or "") and attempt < retries
+def _policy(timeout_s: float, retries: int | None, retry: RetryPolicy | None) -> RetryPolicy:
+    """retry wins; else retries=0 means fail fast, retries=n at most n retries in timeout_s."""
+    if retry is not None:
+        return retry
+    if retries == 0:
+        return RetryPolicy(deadline_s=timeout_s, max_attempts=1)
+    if retries is None:
+        return RetryPolicy(deadline_s=timeout_s)
+    return RetryPolicy(deadline_s=timeout_s, max_attempts=retries + 1)
+
+
+def _client_kwargs(policy: RetryPolicy, tls: TLS | None) -> dict:
+    return dict(verbose=False, channel_args=channel_args(policy), **(tls.client_kwargs() if tls else {}))
+
+
+def canary_inputs(metadata: dict) -> list[grpcclient.InferInput]:
+    """The smallest request the model must answer: one row, one zero (or empty text) in every
+    per-item input ([-1, -1]); optional per-row inputs (lengths, k) are left out. An unknown id
+    is answered with a row error, which still runs every step of the ensemble."""
+    out = []
+    for spec in metadata.get("inputs", []):
+        if [int(d) for d in spec.get("shape", [])] != [-1, -1]:
+            continue
+        arr = (np.array([[b""]], dtype=object) if spec["datatype"] == "BYTES"
+               else np.zeros((1, 1), dtype=np.float32 if spec["datatype"] == "FP32" else np.int64))
+        inp = grpcclient.InferInput(spec["name"], [1, 1], spec["datatype"])
+        inp.set_data_from_numpy(arr)
+        out.append(inp)
+    return out
 
 
 class RecommenderClient:
     """Blocking client: top-k next items for one session, or for a batch in one request."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model_name: str = "seqrec",
-                 timeout_s: float = 10.0, retries: int = 3):
+                 timeout_s: float = 20.0, retries: int | None = None, *,
+                 retry: RetryPolicy | None = None, tls: TLS | None = None):
+        """timeout_s: the deadline of one call, retries included (a server restart takes
+        6-12 s); retries=0: fail on the first error; retry: a full RetryPolicy; tls: TLS."""
         self.url = url
         self.model_name = model_name
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self._client = grpcclient.InferenceServerClient(url=url, verbose=False)
+        self._retry = Retrying(_policy(timeout_s, retries, retry))
+        self.timeout_s = self._retry.policy.deadline_s
+        self._client = grpcclient.InferenceServerClient(url=url, **_client_kwargs(self._retry.policy, tls))
         self._dtypes: dict[str, str] | None = None
+        self._canary: list | None = None
 
     def recommend(self, item_ids: Sequence[int], k: int | None = None,
                   exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
@@ -239,8 +270,8 @@ class RecommenderClient:
         inputs = build_inputs(sessions, k, exclude, features, dtypes)
         # No `outputs`: the server returns all of them, row_errors where the repository has it
         # (repositories exported before per-row answers keep working).
-        result = self._call(lambda: self._client.infer(
-            self.model_name, inputs, client_timeout=self.timeout_s))
+        result = self._call(lambda t: self._client.infer(
+            self.model_name, inputs, client_timeout=t))
         return parse_result(result, self.model_name, len(sessions),
                             (time.perf_counter() - t0) * 1000.0, self.url, errors)
 
@@ -251,15 +282,11 @@ class RecommenderClient:
         return self._dtypes
 
     def _call(self, fn):
-        """Run fn, retrying only while the server is UNAVAILABLE (restarting, not yet bound)."""
-        for attempt in range(self.retries + 1):
-            try:
-                return fn()
-            except InferenceServerException as e:
-                if _retryable(e, attempt, self.retries):
-                    time.sleep(0.05 * 2 ** attempt)
-                    continue
-                raise _error(self.model_name, self.url, e) from e
+        """fn(timeout) under the retry policy; a final failure as a RecommendationError."""
+        try:
+            return self._retry.call(fn)
+        except InferenceServerException as e:
+            raise _error(self.model_name, self.url, e) from e
 
     def is_live(self) -> bool:
         try:
@@ -267,13 +294,26 @@ class RecommenderClient:
         except InferenceServerException:
             return False
 
-    def is_ready(self) -> bool:
+    def is_ready(self, timeout_s: float = 5.0) -> bool:
+        """True when the model answers a canary request now (Triton's ready flags stay up while
+        a dead backend fails every request, so they alone are not enough). Never retries."""
+        return self.probe(timeout_s) is None
+
+    def probe(self, timeout_s: float = 5.0) -> InferenceServerException | RecommendationError | None:
+        """None if the model answers a canary request; else why not: the server's error, or a
+        RecommendationError when Triton's flags say the server or the model is not ready."""
         try:
-            return bool(self._client.is_server_ready(client_timeout=self.timeout_s)
-                        and self._client.is_model_ready(self.model_name,
-                                                        client_timeout=self.timeout_s))
-        except InferenceServerException:
-            return False
+            if not self._client.is_server_ready(client_timeout=timeout_s):
+                return RecommendationError(f"server at {self.url} is not ready")
+            if not self._client.is_model_ready(self.model_name, client_timeout=timeout_s):
+                return RecommendationError(f"model {self.model_name!r} at {self.url} is not ready")
+            if self._canary is None:
+                self._canary = canary_inputs(self._client.get_model_metadata(
+                    self.model_name, as_json=True, client_timeout=timeout_s))
+            self._client.infer(self.model_name, self._canary, client_timeout=timeout_s)
+            return None
+        except InferenceServerException as e:
+            return e
 
     def wait_ready(self, timeout_s: float = 60.0) -> bool:
         """Block until server and model are ready; raise TimeoutError after timeout_s."""
@@ -286,23 +326,8 @@ class RecommenderClient:
         return True
 
     def model_metadata(self) -> dict:
-        return self._call(lambda: self._client.get_model_metadata(
-            self.model_name, as_json=True, client_timeout=self.timeout_s))
-
-    def model_version_ready(self, version: int | str, name: str | None = None) -> bool:
-        try:
-            return bool(self._client.is_model_ready(name or self.model_name, str(version),
-                                                    client_timeout=self.timeout_s))
-        except InferenceServerException:
-            return False
-
-    # Repository control: needs a server started with explicit model control (`seqrec serve
-    # --model-control explicit`); loading an ensemble (re)loads its changed members too.
-    def load_model(self, name: str | None = None) -> None:
-        self._call(lambda: self._client.load_model(name or self.model_name))
-
-    def unload_model(self, name: str | None = None) -> None:
-        self._call(lambda: self._client.unload_model(name or self.model_name))
+        return self._call(lambda t: self._client.get_model_metadata(
+            self.model_name, as_json=True, client_timeout=t))
 
     def close(self) -> None:
         self._client.close()
@@ -318,13 +343,16 @@ class AsyncRecommenderClient:
     """asyncio client (tritonclient.grpc.aio), same contract and errors as RecommenderClient."""
 
     def __init__(self, url: str = "127.0.0.1:8001", model_name: str = "seqrec",
-                 timeout_s: float = 10.0, retries: int = 3):
+                 timeout_s: float = 20.0, retries: int | None = None, *,
+                 retry: RetryPolicy | None = None, tls: TLS | None = None):
         import tritonclient.grpc.aio as aioclient  # only for asyncio users
 
         self.url, self.model_name = url, model_name
-        self.timeout_s, self.retries = timeout_s, retries
-        self._client = aioclient.InferenceServerClient(url=url, verbose=False)
+        self._retry = Retrying(_policy(timeout_s, retries, retry))
+        self.timeout_s = self._retry.policy.deadline_s
+        self._client = aioclient.InferenceServerClient(url=url, **_client_kwargs(self._retry.policy, tls))
         self._dtypes: dict[str, str] | None = None
+        self._canary: list | None = None
 
     async def recommend(self, item_ids: Sequence[int], k: int | None = None,
                         exclude: Sequence[int] | None = None, features: dict | None = None) -> Recommendation:
@@ -339,33 +367,34 @@ class AsyncRecommenderClient:
         if features and self._dtypes is None:
             self._dtypes = _dtypes_of(await self.model_metadata())
         inputs = build_inputs(sessions, k, exclude, features, self._dtypes if features else None)
-        for attempt in range(self.retries + 1):
-            try:
-                result = await self._client.infer(self.model_name, inputs,
-                                                  client_timeout=self.timeout_s)
-                break
-            except InferenceServerException as e:
-                if _retryable(e, attempt, self.retries):
-                    await asyncio.sleep(0.05 * 2 ** attempt)
-                    continue
-                raise _error(self.model_name, self.url, e) from e
+        result = await self._call(lambda t: self._client.infer(
+            self.model_name, inputs, client_timeout=t))
         return parse_result(result, self.model_name, len(sessions),
                             (time.perf_counter() - t0) * 1000.0, self.url, errors)
 
-    async def is_ready(self) -> bool:
+    async def _call(self, fn):
         try:
-            return bool(await self._client.is_server_ready(client_timeout=self.timeout_s)
-                        and await self._client.is_model_ready(self.model_name,
-                                                              client_timeout=self.timeout_s))
+            return await self._retry.acall(fn)
+        except InferenceServerException as e:
+            raise _error(self.model_name, self.url, e) from e
+
+    async def is_ready(self, timeout_s: float = 5.0) -> bool:
+        """As RecommenderClient.is_ready: a canary request answered, not only the flags."""
+        try:
+            if not (await self._client.is_server_ready(client_timeout=timeout_s)
+                    and await self._client.is_model_ready(self.model_name, client_timeout=timeout_s)):
+                return False
+            if self._canary is None:
+                self._canary = canary_inputs(await self._client.get_model_metadata(
+                    self.model_name, as_json=True, client_timeout=timeout_s))
+            await self._client.infer(self.model_name, self._canary, client_timeout=timeout_s)
+            return True
         except InferenceServerException:
             return False
 
     async def model_metadata(self) -> dict:
-        try:
-            return await self._client.get_model_metadata(self.model_name, as_json=True,
-                                                         client_timeout=self.timeout_s)
-        except InferenceServerException as e:
-            raise _error(self.model_name, self.url, e) from e
+        return await self._call(lambda t: self._client.get_model_metadata(
+            self.model_name, as_json=True, client_timeout=t))
 
     async def close(self) -> None:
         await self._client.close()

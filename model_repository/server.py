@@ -1,27 +1,21 @@
-"""Start and stop a real Triton Inference Server (2.51) from the `nvidia-pytriton` wheel.
+"""Run a real Triton Inference Server (2.51, from the `nvidia-pytriton` wheel) as a child process.
 
-The wheel ships the `tritonserver` binary, the python backend and one python-backend stub per
-Python version (see docs/serving.md, "How the server runs"). The server expects the stub inside
-`<backend-dir>/python/`, so we assemble a server tree once (bin, backends, caches + the stub for
-the running interpreter) in a cache dir and start the binary from there with the environment it
-needs (bundled libraries + libpython on LD_LIBRARY_PATH, this venv's python first on PATH).
-
-Only the standard library is used here (urllib for the HTTP API), so `seqrec serve` does not
-pull in tritonclient or torch just to run the server.
+Process supervision only: start on free 127.0.0.1 ports, wait until ready, restart on the same
+ports, stop, and never outlive the parent (the child asks the kernel for SIGTERM when its parent
+dies: PR_SET_PDEATHSIG). The server tree it runs from is assembled by `server_tree`; model
+control is the gRPC client in `seqrec.client.control`. Triton's model-repository, shared-memory,
+trace and logging APIs are restricted: on gRPC to callers sending `repository_key`, on HTTP to a
+key nobody is given, so HTTP can never load (and run) uploaded model files.
 """
 from __future__ import annotations
 
 import atexit
-import importlib.metadata
-import importlib.util
-import json
+import ctypes
 import os
-import shutil
+import secrets
 import signal
 import socket
 import subprocess
-import sys
-import sysconfig
 import tempfile
 import threading
 import time
@@ -30,9 +24,18 @@ import urllib.request
 import uuid
 import weakref
 from collections import deque
+from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["TritonServer", "serve_forever", "prepare_server_dir"]
+from ..client.control import REPOSITORY_KEY_NAME
+from .server_tree import prepare_server_dir, server_env
+
+__all__ = ["TritonServer", "ServerTLS", "prepare_server_dir", "RESTRICTED_APIS"]
+
+# Every API that changes what the server runs or reads beyond inference; health, metadata,
+# inference, model-config and statistics stay open.
+RESTRICTED_APIS = ("model-repository", "shared-memory", "trace", "logging")
+_PR_SET_PDEATHSIG = 1
 
 _PORT_CLASH_MARKERS = ("address already in use", "already in use", "failed to bind", "bind failed")
 _LIVE: "weakref.WeakSet[TritonServer]" = weakref.WeakSet()
@@ -48,63 +51,6 @@ def _stop_all_at_exit() -> None:
 
 
 atexit.register(_stop_all_at_exit)
-
-
-def _pytriton_dirs() -> tuple[Path, Path]:
-    """Return (pytriton/tritonserver dir, nvidia_pytriton.libs dir) of the installed wheel."""
-    spec = importlib.util.find_spec("pytriton")  # find_spec: no need to import pytriton itself
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nvidia-pytriton is not installed (pip install 'seqrec[serve]')")
-    pkg = Path(next(iter(spec.submodule_search_locations)))
-    server_src = pkg / "tritonserver"
-    libs = pkg.parent / "nvidia_pytriton.libs"
-    if not (server_src / "bin" / "tritonserver").is_file():
-        raise RuntimeError(f"no tritonserver binary under {server_src}")
-    return server_src, libs
-
-
-def _default_cache_root() -> Path:
-    env = os.environ.get("SEQREC_CACHE_DIR")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "seqrec"
-
-
-def prepare_server_dir(cache_root: str | Path | None = None) -> Path:
-    """Build (once) and return a server tree: bin/, backends/ (python stub inside), caches/.
-
-    Built in a temp dir and renamed into place, so a crashed or concurrent copy never leaves a
-    half tree behind under the final name.
-    """
-    server_src, _ = _pytriton_dirs()
-    py = f"{sys.version_info.major}.{sys.version_info.minor}"
-    stub = server_src / "python_backend_stubs" / py / "triton_python_backend_stub"
-    if not stub.is_file():
-        raise RuntimeError(f"nvidia-pytriton has no python backend stub for Python {py}")
-    try:
-        version = importlib.metadata.version("nvidia-pytriton")
-    except importlib.metadata.PackageNotFoundError:
-        version = "unknown"
-    root = Path(cache_root) if cache_root is not None else _default_cache_root()
-    dest = root / f"tritonserver-pytriton{version}-py{py.replace('.', '')}"
-    if (dest / "backends" / "python" / "triton_python_backend_stub").is_file():
-        return dest
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tritonserver-", dir=root))
-    try:
-        for sub in ("bin", "backends", "caches"):
-            shutil.copytree(server_src / sub, tmp / sub, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy2(stub, tmp / "backends" / "python" / stub.name)
-        try:
-            os.rename(tmp, dest)
-        except OSError:
-            # Another process won the race (dest now exists): use its tree, drop ours.
-            if not (dest / "backends" / "python" / stub.name).is_file():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return dest
 
 
 def _free_ports(n: int) -> list[int]:
@@ -132,6 +78,34 @@ def _tail(path: Path, n: int = 40, offset: int = 0) -> str:
         return "<no server log>"
 
 
+def _die_with_parent(parent_pid: int):
+    """preexec_fn: the kernel sends the child SIGTERM (a clean shutdown of server and stubs)
+    when the thread that forked it ends, whatever the reason (kill -9 included)."""
+    def set_pdeathsig() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+            os._exit(127)
+        if os.getppid() != parent_pid:  # the parent died before prctl took effect
+            os._exit(1)
+    return set_pdeathsig
+
+
+@dataclass(frozen=True)
+class ServerTLS:
+    """TLS on the gRPC endpoint (PEM files). client_ca: require client certificates signed by it."""
+
+    certificate: str
+    private_key: str
+    client_ca: str | None = None
+
+    def flags(self) -> list[str]:
+        out = ["--grpc-use-ssl=true", f"--grpc-server-cert={self.certificate}",
+               f"--grpc-server-key={self.private_key}"]
+        if self.client_ca:
+            out += [f"--grpc-root-cert={self.client_ca}", "--grpc-use-ssl-mutual=true"]
+        return out
+
+
 def _http(url: str, method: str = "GET", timeout: float = 2.0) -> tuple[int, bytes]:
     req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None)
     try:
@@ -146,11 +120,16 @@ class TritonServer:
 
     >>> with TritonServer("model_repository/build") as srv:
     ...     RecommenderClient(srv.grpc_url).recommend([1, 2, 3])
+
+    repository_key: the key gRPC model control must send (random when not given);
+    tls: TLS on gRPC. The process that starts the server must outlive it in the same thread
+    (PR_SET_PDEATHSIG fires when the forking thread ends).
     """
 
     def __init__(self, model_repository: str | Path, *, model_control: str = "none",
                  load_models: list[str] | None = None, log_file: str | Path | None = None,
-                 workdir: str | Path | None = None):
+                 workdir: str | Path | None = None, repository_key: str | None = None,
+                 tls: ServerTLS | None = None):
         if model_control not in ("none", "explicit"):
             raise ValueError(f"model_control must be 'none' or 'explicit', not {model_control!r}")
         if load_models and model_control != "explicit":
@@ -160,7 +139,10 @@ class TritonServer:
         self.load_models = list(load_models or [])
         self.log_file = Path(log_file) if log_file is not None else None
         self.workdir = Path(workdir) if workdir is not None else None
+        self.repository_key = repository_key or secrets.token_urlsafe(24)
+        self.tls = tls
         self.startup_seconds: float | None = None
+        self.restarts = 0
         self._proc: subprocess.Popen | None = None
         self._log_path: Path | None = None
         self._own_log = False
@@ -212,7 +194,15 @@ class TritonServer:
             "--exit-on-error=true",  # a model that fails to load fails startup, not later requests
             "--log-verbose=0",
             f"--backend-config=python,shm-region-prefix-name={self._shm_prefix}",
+            "--exit-timeout-secs=5",  # a clean stop waits this long for in-flight requests
+            # HTTP: a key nobody is given, so uploads (load with file: parameters) never pass.
+            f"--http-restricted-api={','.join(RESTRICTED_APIS)}:"
+            f"{REPOSITORY_KEY_NAME}={secrets.token_urlsafe(24)}",
+            f"--grpc-restricted-protocol={','.join(RESTRICTED_APIS)}:"
+            f"{REPOSITORY_KEY_NAME}={self.repository_key}",
         ]
+        if self.tls is not None:
+            cmd += self.tls.flags()
         cmd += [f"--load-model={m}" for m in self.load_models]
         if self.model_control == "explicit":
             # Models come and go on request here, and one failed (re)load must not mark the whole
@@ -221,57 +211,62 @@ class TritonServer:
             cmd.append("--strict-readiness=false")
         return cmd
 
-    def _env(self) -> dict[str, str]:
-        _, libs = _pytriton_dirs()
-        env = dict(os.environ)
-        # The stub runs the first python3 on PATH: make it this interpreter's venv (no resolve():
-        # following the venv symlink would lose the venv's site-packages).
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-        # The copied binary no longer finds the wheel's bundled libs; the stub links libpython.
-        libdir = sysconfig.get_config_var("LIBDIR") or ""
-        env["LD_LIBRARY_PATH"] = os.pathsep.join(
-            x for x in (str(libs), libdir, env.get("LD_LIBRARY_PATH", "")) if x)
-        return env
-
     def start(self, timeout: float = 180) -> "TritonServer":
         with self._lock:
             if self._proc is not None and self._proc.poll() is None:
                 return self
-            if not self.model_repository.is_dir():
-                raise RuntimeError(f"model repository {self.model_repository} does not exist")
-            server_dir = prepare_server_dir(self.workdir)
-            if self.log_file is not None:
-                self.log_file.parent.mkdir(parents=True, exist_ok=True)
-                self._log_path, self._own_log = self.log_file, False
-            else:
-                fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-                os.close(fd)
-                self._log_path, self._own_log = Path(name), True
-            self._shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
-            t0 = time.perf_counter()
-            deadline = time.monotonic() + timeout
-            for attempt in range(3):  # the free ports may be taken before the server binds them
+            return self._start(timeout, keep_ports=False)
+
+    def restart(self, timeout: float = 180) -> float:
+        """Kill the whole process group (a server whose backend died may take its full exit
+        timeout to stop) and start again on the same ports, so clients reconnect by themselves.
+        Returns the seconds it took."""
+        t0 = time.perf_counter()
+        with self._lock:
+            self._kill()
+            self._start(timeout, keep_ports=True)
+            self.restarts += 1
+        return time.perf_counter() - t0
+
+    def _start(self, timeout: float, keep_ports: bool) -> "TritonServer":
+        """The body of start() and restart(); the caller holds self._lock."""
+        if not self.model_repository.is_dir():
+            raise RuntimeError(f"model repository {self.model_repository} does not exist")
+        server_dir = prepare_server_dir(self.workdir)
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            self._log_path, self._own_log = self.log_file, False
+        elif not keep_ports or self._log_path is None:  # a restart keeps writing the same log
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self._log_path, self._own_log = Path(name), True
+        self._shm_before = set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+        t0 = time.perf_counter()
+        deadline = time.monotonic() + timeout
+        for attempt in range(3):  # the free ports may be taken before the server binds them
+            if not (keep_ports and self._ports):
                 self._ports = dict(zip(("http", "grpc", "metrics"), _free_ports(3)))
-                offset = self._log_path.stat().st_size if self._log_path.exists() else 0
-                with open(self._log_path, "ab") as log:
-                    # Own session = own process group, so stop() can kill the stubs with it.
-                    self._proc = subprocess.Popen(self._command(server_dir), env=self._env(),
-                                                  stdin=subprocess.DEVNULL, stdout=log,
-                                                  stderr=subprocess.STDOUT, start_new_session=True)
-                _LIVE.add(self)
-                err = self._wait_ready(deadline)
-                if err is None:
-                    self.startup_seconds = time.perf_counter() - t0
-                    return self
-                tail = _tail(self._log_path, offset=offset)
-                self._kill()
-                if attempt < 2 and err == "exited" and any(
-                        m in tail.lower() for m in _PORT_CLASH_MARKERS):
-                    continue
-                raise RuntimeError(
-                    f"tritonserver failed to start ({err}); repository {self.model_repository}; "
-                    f"log {self._log_path}, last lines:\n{tail}")
-            raise AssertionError("unreachable")
+            offset = self._log_path.stat().st_size if self._log_path.exists() else 0
+            with open(self._log_path, "ab") as log:
+                # Own session = own process group, so stop() can kill the stubs with it.
+                self._proc = subprocess.Popen(self._command(server_dir), env=server_env(),
+                                              stdin=subprocess.DEVNULL, stdout=log,
+                                              stderr=subprocess.STDOUT, start_new_session=True,
+                                              preexec_fn=_die_with_parent(os.getpid()))
+            _LIVE.add(self)
+            err = self._wait_ready(deadline)
+            if err is None:
+                self.startup_seconds = time.perf_counter() - t0
+                return self
+            tail = _tail(self._log_path, offset=offset)
+            self._kill()
+            if attempt < 2 and err == "exited" and not keep_ports and any(
+                    m in tail.lower() for m in _PORT_CLASH_MARKERS):
+                continue
+            raise RuntimeError(
+                f"tritonserver failed to start ({err}); repository {self.model_repository}; "
+                f"log {self._log_path}, last lines:\n{tail}")
+        raise AssertionError("unreachable")
 
     def _wait_ready(self, deadline: float) -> str | None:
         url = f"{self.http_url}/v2/health/ready"
@@ -294,6 +289,13 @@ class TritonServer:
             return _http(f"{self.http_url}/v2/health/ready", timeout=2.0)[0] == 200
         except OSError:
             return False
+
+    def stub_pids(self) -> set[int]:
+        """The python-backend stubs running now (one per model instance)."""
+        if self._proc is None or self._proc.poll() is not None:
+            return set()
+        return {pid for pid, cmd in _group_members(self._proc.pid).items()
+                if b"triton_python_backend_stub" in cmd}
 
     def stop(self, timeout: float = 30) -> None:
         with self._lock:
@@ -357,33 +359,23 @@ class TritonServer:
         where = f" grpc={self.grpc_url}" if self._ports else ""
         return f"TritonServer({str(self.model_repository)!r}, {state}{where})"
 
-    # ------------------------------------------------------------------ model control
-    def _repo_call(self, name: str, action: str, timeout: float) -> None:
-        code, body = _http(f"{self.http_url}/v2/repository/models/{name}/{action}", "POST",
-                           timeout=timeout)
-        if code != 200:
-            try:
-                msg = json.loads(body).get("error", body.decode(errors="replace"))
-            except ValueError:
-                msg = body.decode(errors="replace")
-            raise RuntimeError(f"{action} of model {name!r} failed (HTTP {code}): {msg}")
 
-    def load_model(self, name: str, timeout: float = 180) -> None:
-        """Load (or reload) a model; needs model_control='explicit'. Returns once it is ready."""
-        self._repo_call(name, "load", timeout)
-
-    def unload_model(self, name: str, timeout: float = 60) -> None:
-        """Unload a model and wait until it is no longer ready."""
-        self._repo_call(name, "unload", timeout)
-        deadline = time.monotonic() + timeout
-        while self.is_model_ready(name) and time.monotonic() < deadline:
-            time.sleep(0.1)
-
-    def is_model_ready(self, name: str) -> bool:
+def _group_members(pgid: int) -> dict[int, bytes]:
+    """pid -> command line of the live (non-zombie) processes of a process group."""
+    out = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
         try:
-            return _http(f"{self.http_url}/v2/models/{name}/ready", timeout=2.0)[0] == 200
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                stat = f.read()
+            fields = stat[stat.rfind(b")") + 2:].split()  # after "(comm)": state, ppid, pgrp, ...
+            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    out[int(entry)] = f.read()
         except OSError:
-            return False
+            continue
+    return out
 
 
 def _group_alive(pgid: int) -> bool:
@@ -393,37 +385,4 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # after "(comm)": state, ppid, pgrp, ...
-        if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
-            return True
-    return False
-
-
-def serve_forever(repo: str | Path, **kw) -> None:
-    """Start a server, print its URLs, block until Ctrl-C / SIGTERM, then stop it cleanly."""
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    server = TritonServer(repo, **kw)
-    try:
-        server.start()
-        print(f"tritonserver ready in {server.startup_seconds:.1f}s (pid {server.pid})\n"
-              f"  gRPC    {server.grpc_url}\n  HTTP    {server.http_url}\n"
-              f"  metrics {server.metrics_url}\n  log     {server.log_path}\n"
-              "Ctrl-C to stop.", flush=True)
-        while not stop.wait(0.5):
-            if server._proc is not None and server._proc.poll() is not None:
-                raise RuntimeError(f"tritonserver exited unexpectedly:\n{_tail(server.log_path)}")
-    finally:
-        server.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        print("tritonserver stopped.", flush=True)
+    return bool(_group_members(pgid))

@@ -84,7 +84,7 @@ def cmd_export(args) -> None:
 
 
 def cmd_serve(args) -> None:
-    from seqrec.model_repository.server import serve_forever
+    from seqrec.model_repository.supervisor import serve_forever
 
     from .config import build
     from seqrec.model_repository.export import ExportConfig
@@ -92,17 +92,17 @@ def cmd_serve(args) -> None:
     cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository)
     explicit = args.model_control == "explicit"
     serve_forever(cfg.repository, model_control=args.model_control,
-                  load_models=["seqrec"] if explicit else None)
+                  load_models=["seqrec"] if explicit else None, key_file=args.key_file)
 
 
 def cmd_model(args) -> None:
-    from seqrec.client import RecommendationError, RecommenderClient
+    from seqrec.client.control import ModelControl, ModelControlError, read_key
 
-    with RecommenderClient(args.url, model_name=args.name, timeout_s=args.timeout) as client:
-        try:
-            getattr(client, f"{args.action}_model")()
-        except RecommendationError as err:
-            raise SystemExit(f"error: {err}") from None
+    try:
+        with ModelControl(args.url, key=read_key(args.key_file), timeout_s=args.timeout) as ctl:
+            getattr(ctl, args.action)(args.name)
+    except ModelControlError as err:
+        raise SystemExit(f"error: {err}") from None
     print(f"{args.action}ed {args.name!r} at {args.url}")
 
 
@@ -187,12 +187,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repository")
     p.add_argument("--model-control", choices=["none", "explicit"], default="none",
                    help="explicit: load/unload/reload with `seqrec model` while serving")
+    p.add_argument("--key-file", help="where to write the model-control key (explicit mode)")
     p = add("model", cmd_model, "load (reload: the newest version) or unload a served model",
             config=False)
     p.add_argument("action", choices=["load", "unload"])
     p.add_argument("name", nargs="?", default="seqrec")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--key-file", help="model-control key written by `seqrec serve` "
+                   "(default: $SEQREC_REPOSITORY_KEY, else the file serve wrote)")
     p = add("query", cmd_query, "ask a running server for the top-k", config=False)
     p.add_argument("--items", required=True, help="original item ids, oldest first: 50,172,133")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")

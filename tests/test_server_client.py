@@ -1,9 +1,5 @@
-"""Real tritonserver + gRPC client tests with a tiny python-backend model (no trained model).
-
-The model "seqrec" (the ensemble's tensor contract: batched, [B, L]) reverses each row:
-top_item_ids = item_ids[:, ::-1], top_scores = float32 of the same; it answers an empty session
-with an error response (as the real ensemble does) and RAISES on item id 666 (a model bug).
-"""
+"""Real tritonserver + gRPC client tests with a tiny python-backend model (no trained model,
+see tiny_repo.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -11,7 +7,6 @@ import ipaddress
 import os
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -28,53 +23,9 @@ from seqrec.client import (  # noqa: E402
     RecommenderClient,
     format_table,
 )
+from seqrec.client.control import ModelControl, ModelControlError  # noqa: E402
 from seqrec.model_repository.server import TritonServer  # noqa: E402
-
-MODEL_PY = textwrap.dedent('''
-    import numpy as np
-    import triton_python_backend_utils as pb_utils
-
-
-    class TritonPythonModel:
-        def execute(self, requests):
-            responses = []
-            for request in requests:
-                ids = pb_utils.get_input_tensor_by_name(request, "item_ids").as_numpy()
-                if (ids == 666).any():
-                    raise RuntimeError("model bug on item 666")
-                if ids.size == 0:
-                    # An error response, not an exception: the server stays healthy.
-                    responses.append(pb_utils.InferenceResponse(
-                        output_tensors=[], error=pb_utils.TritonError("empty session: no item ids")))
-                    continue
-                top = np.ascontiguousarray(ids[:, ::-1])
-                responses.append(pb_utils.InferenceResponse(output_tensors=[
-                    pb_utils.Tensor("top_item_ids", top),
-                    pb_utils.Tensor("top_scores", top.astype(np.float32)),
-                ]))
-            return responses
-''')
-
-CONFIG = textwrap.dedent('''
-    name: "{name}"
-    backend: "python"
-    max_batch_size: 8
-    input [ {{ name: "item_ids", data_type: TYPE_INT64, dims: [ -1 ] }} ]
-    output [
-      {{ name: "top_item_ids", data_type: TYPE_INT64, dims: [ -1 ] }},
-      {{ name: "top_scores", data_type: TYPE_FP32, dims: [ -1 ] }}
-    ]
-    instance_group [ {{ count: 1, kind: KIND_CPU }} ]
-    dynamic_batching {{ }}
-''')
-
-
-def write_repo(root: Path, name: str = "seqrec") -> Path:
-    (root / name / "1").mkdir(parents=True)
-    (root / name / "config.pbtxt").write_text(CONFIG.format(name=name))
-    (root / name / "1" / "model.py").write_text(MODEL_PY)
-    return root
-
+from tiny_repo import write_repo  # noqa: E402
 
 def triton_shm() -> set[str]:
     return {n for n in os.listdir("/dev/shm") if n.startswith("triton")}
@@ -192,13 +143,21 @@ def test_client_rejects_non_integer_ids(bad, shown):
     c.close()
 
 
-def test_unavailable_server_retries_then_raises():
-    c = RecommenderClient("127.0.0.1:1", retries=2, timeout_s=2)
+def test_unreachable_server_waits_out_the_deadline_then_raises():
+    # a restarting server is waited for (gRPC waitForReady) until the call's deadline
+    c = RecommenderClient("127.0.0.1:1", timeout_s=1.5)
+    t0 = time.perf_counter()
+    with pytest.raises(RecommendationError, match="DEADLINE_EXCEEDED"):
+        c.recommend([1])
+    assert 1.4 <= time.perf_counter() - t0 < 5
+    assert not c.is_ready(timeout_s=0.5)
+    c.close()
+    # retries=0: fail fast, no waiting
+    c = RecommenderClient("127.0.0.1:1", retries=0, timeout_s=5)
     t0 = time.perf_counter()
     with pytest.raises(RecommendationError, match="UNAVAILABLE"):
         c.recommend([1])
-    assert time.perf_counter() - t0 >= 0.05 + 0.1  # two backoffs were taken
-    assert not c.is_ready()
+    assert time.perf_counter() - t0 < 1.5
     c.close()
 
 
@@ -218,13 +177,14 @@ def test_second_server_runs_beside_the_first(server, tmp_path):
         assert second.grpc_url != server.grpc_url and second.http_url != server.http_url
         with RecommenderClient(second.grpc_url, model_name="other") as c:
             assert c.recommend([1, 2, 3]).item_ids == [3, 2, 1]
-        # Explicit model control round trip.
-        second.unload_model("other")
-        assert not second.is_model_ready("other")
-        second.load_model("other")
-        assert second.is_model_ready("other")
-        with pytest.raises(RuntimeError, match="missing"):
-            second.load_model("missing")
+        # Explicit model control round trip, with the server's key.
+        with ModelControl(second.grpc_url, key=second.repository_key) as ctl:
+            ctl.unload("other")
+            assert not ctl.is_ready("other")
+            ctl.load("other")
+            assert ctl.is_ready("other")
+            with pytest.raises(ModelControlError, match="missing"):
+                ctl.load("missing")
     assert server.is_ready()  # stopping the second one left the first alone
 
 

@@ -19,6 +19,7 @@ from tritonclient.utils import InferenceServerException
 
 from seqrec.client import (AsyncRecommenderClient, RecommendationError, RecommenderClient,
                            build_inputs)
+from seqrec.client.control import ModelControl, ModelControlError, read_key
 from seqrec.model_repository.export import (ENSEMBLE, MODEL, PREPROCESS, ExportConfig,
                                             export_repository, versions)
 from seqrec.model_repository.lookup import ItemLookup
@@ -329,12 +330,12 @@ def test_model_metadata_and_health(client):
 
 
 @contextlib.contextmanager
-def seqrec_serve_explicit(repo: Path):
+def seqrec_serve_explicit(repo: Path, key_file: Path):
     """`seqrec serve --model-control explicit` as a user runs it; yields its gRPC address."""
     root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
         [sys.executable, "-m", "seqrec.cli", "serve", "--config", str(root / "configs/ml-100k.yaml"),
-         "--repository", str(repo), "--model-control", "explicit"],
+         "--repository", str(repo), "--model-control", "explicit", "--key-file", str(key_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines = []
@@ -357,36 +358,39 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
     cfg = ExportConfig(data_dir=etl.output_dir, model_dir=trained.output_dir,
                        repository=str(tmp_path / "repo"))
     repo = export_repository(cfg)
-    with seqrec_serve_explicit(repo) as url, \
-            RecommenderClient(url, timeout_s=60, retries=0) as c:
-        assert c.model_version_ready(1, MODEL)
+    key_file = tmp_path / "key"
+    with seqrec_serve_explicit(repo, key_file) as url, \
+            RecommenderClient(url, timeout_s=60, retries=0) as c, \
+            ModelControl(url, key=read_key(key_file)) as ctl:
+        assert ctl.is_ready(MODEL, 1)
         export_repository(cfg)
         assert versions(repo / MODEL) == [1, 2]
         reload = subprocess.run([sys.executable, "-m", "seqrec.cli", "model", "load", ENSEMBLE,
-                                 "--url", url], capture_output=True, text=True, timeout=180)
+                                 "--url", url, "--key-file", str(key_file)],
+                                capture_output=True, text=True, timeout=180)
         assert reload.returncode == 0, reload.stderr  # reloads the changed members too
-        assert c.model_version_ready(2, MODEL) and c.model_version_ready(2, PREPROCESS)
-        assert not c.model_version_ready(1, MODEL)
+        assert ctl.is_ready(MODEL, 2) and ctl.is_ready(PREPROCESS, 2)
+        assert not ctl.is_ready(MODEL, 1)
         assert_served_equals_offline(c, offline, offline["raw"][200:400])
 
         shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
         (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
-        with pytest.raises(RecommendationError,
+        with pytest.raises(ModelControlError,
                            match=r"3/scorer\.pt2 is not a readable exported program"):
-            c.load_model(MODEL)
-        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
+            ctl.load(MODEL)
+        assert ctl.is_ready(MODEL, 2) and not ctl.is_ready(MODEL, 3)
         (repo / MODEL / "3" / "checkpoint" / "config.json").unlink()  # missing
-        with pytest.raises(RecommendationError, match=r"3/checkpoint/config\.json not found"):
-            c.load_model(MODEL)
-        assert c.model_version_ready(2, MODEL) and not c.model_version_ready(3, MODEL)
+        with pytest.raises(ModelControlError, match=r"3/checkpoint/config\.json not found"):
+            ctl.load(MODEL)
+        assert ctl.is_ready(MODEL, 2) and not ctl.is_ready(MODEL, 3)
         assert c.is_ready()
         assert c.recommend(offline["raw"][0]).item_ids  # still served by version 2
 
-        c.unload_model(ENSEMBLE)
+        ctl.unload(ENSEMBLE)
         with pytest.raises(RecommendationError, match=ENSEMBLE):
             c.recommend([50, 172])
         assert c._client.is_server_ready()
-        c.load_model(ENSEMBLE)  # and back, still without a restart
+        ctl.load(ENSEMBLE)  # and back, still without a restart
         assert c.recommend(offline["raw"][0]).item_ids
 
 

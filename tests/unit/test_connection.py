@@ -1,0 +1,129 @@
+"""Retry policy, failure classes, TLS and key handling of the client (no server)."""
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from tritonclient.utils import InferenceServerException
+
+from seqrec.client.connection import TLS, RetryPolicy, Retrying, channel_args, retryable
+from seqrec.client.control import KEY_ENV, ModelControlError, read_key
+
+
+def err(status: str, msg: str) -> InferenceServerException:
+    return InferenceServerException(msg=msg, status=status)
+
+
+@pytest.mark.parametrize("status, msg, expected", [
+    ("StatusCode.UNAVAILABLE", "failed to connect to all addresses", True),
+    ("StatusCode.INTERNAL", "Stub process 'seqrec_model_0_0' is not healthy.", True),
+    ("StatusCode.INTERNAL", "Failed to process the request(s) for model 'seqrec_0_0', message: "
+                            "RuntimeError: model bug on item 666", False),
+    ("StatusCode.UNAVAILABLE", "This protocol is restricted, expecting header 'x'", False),
+    ("StatusCode.INVALID_ARGUMENT", "unexpected shape for input 'item_ids'", False),
+    ("StatusCode.DEADLINE_EXCEEDED", "Deadline Exceeded", False),
+])
+def test_only_server_side_faults_are_retried(status, msg, expected):
+    assert retryable(err(status, msg)) is expected
+
+
+def test_backoff_is_exponential_and_capped():
+    p = RetryPolicy(initial_backoff_s=0.1, multiplier=2, max_backoff_s=1.0)
+    assert [p.backoff(i) for i in range(6)] == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.0, 1.0])
+    # the default policy's backoffs alone span a server restart (6-12 s)
+    d = RetryPolicy()
+    assert sum(d.backoff(i) for i in range(d.max_attempts - 1)) >= 12 and d.deadline_s >= 12
+
+
+@pytest.mark.parametrize("kw, match", [({"deadline_s": 0}, "deadline_s"), ({"max_attempts": 0}, "max_attempts"),
+                                       ({"initial_backoff_s": 2, "max_backoff_s": 1}, "backoff"),
+                                       ({"multiplier": 0.5}, "multiplier")])
+def test_bad_policy_is_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        RetryPolicy(**kw)
+
+
+def test_retrying_retries_a_dead_backend_until_it_answers():
+    calls, timeouts = [], []
+
+    def fn(timeout):
+        calls.append(time.monotonic())
+        timeouts.append(timeout)
+        if len(calls) < 4:
+            raise err("StatusCode.INTERNAL", "Stub process 'm_0_0' is not healthy.")
+        return "answer"
+
+    r = Retrying(RetryPolicy(deadline_s=5, initial_backoff_s=0.05, multiplier=2, max_backoff_s=1))
+    assert r.call(fn) == "answer"
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2  # exponential backoff
+    assert timeouts[0] <= 5 and timeouts[-1] < timeouts[0]  # each attempt gets what is left
+
+
+def test_retrying_gives_up_at_the_deadline_and_never_retries_a_model_error():
+    n = []
+
+    def down(timeout):
+        n.append(1)
+        raise err("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
+
+    t0 = time.monotonic()
+    with pytest.raises(InferenceServerException, match="failed to connect"):
+        Retrying(RetryPolicy(deadline_s=0.5, initial_backoff_s=0.1, max_backoff_s=0.1)).call(down)
+    assert time.monotonic() - t0 < 0.7 and 3 <= len(n) <= 6
+
+    def bug(timeout):
+        n.append(1)
+        raise err("StatusCode.INTERNAL", "RuntimeError: model bug")
+
+    n.clear()
+    with pytest.raises(InferenceServerException, match="model bug"):
+        Retrying(RetryPolicy()).call(bug)
+    assert len(n) == 1
+
+
+def test_async_retrying_shares_the_policy():
+    import asyncio
+
+    n = []
+
+    async def fn(timeout):
+        n.append(1)
+        if len(n) < 3:
+            raise err("StatusCode.UNAVAILABLE", "connection reset")
+        return 7
+
+    assert asyncio.run(Retrying(RetryPolicy(initial_backoff_s=0.01)).acall(fn)) == 7 and len(n) == 3
+
+
+def test_channel_args_carry_the_grpc_retry_config():
+    args = dict(channel_args(RetryPolicy(initial_backoff_s=0.2, max_backoff_s=3, max_attempts=9)))
+    method = json.loads(args["grpc.service_config"])["methodConfig"][0]
+    assert method["waitForReady"] is True
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert method["retryPolicy"]["maxAttempts"] == 5 and method["retryPolicy"]["initialBackoff"] == "0.200s"
+    assert args["grpc.max_reconnect_backoff_ms"] == 3000 and args["grpc.enable_retries"] == 1
+    assert "grpc.service_config" not in dict(channel_args(RetryPolicy(max_attempts=1)))
+
+
+def test_tls_checks_its_files(tmp_path):
+    pem = tmp_path / "ca.pem"
+    pem.write_text("x")
+    assert TLS(root_certificates=str(pem)).client_kwargs()["ssl"] is True
+    with pytest.raises(ValueError, match="no file"):
+        TLS(root_certificates=str(tmp_path / "missing.pem"))
+    with pytest.raises(ValueError, match="go together"):
+        TLS(private_key=str(pem))
+
+
+def test_read_key_env_then_file(tmp_path, monkeypatch):
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    f = tmp_path / "key"
+    f.write_text("abc\n")
+    assert read_key(f) == "abc"
+    monkeypatch.setenv(KEY_ENV, "from-env")
+    assert read_key(f) == "from-env"
+    monkeypatch.delenv(KEY_ENV)
+    with pytest.raises(ModelControlError, match="does not exist"):
+        read_key(tmp_path / "nope")
