@@ -60,7 +60,15 @@ def etl(d: dict) -> str:
                                  ("sequences", "sessions", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
         f"\nOutputs identical to the stock workflow's on the rows both ran: "
         f"{'yes' if d.get('outputs_identical') else 'no'}; speed-up on the same rows: "
-        f"{d['speedup_same_rows']:.1f}x.\n")
+        f"{d['speedup_same_rows']:.1f}x.\n") + _versus_polars(d.get("versus_polars"))
+
+
+def _versus_polars(v) -> str:
+    if not isinstance(v, dict):
+        return f"Polars reference: {v or 'not run'}.\n"
+    return (f"Against Polars {v['polars']} on the same rows: {v['speed_ratio']:.2f}x its speed "
+            f"(above 1: seqrec faster), peak RSS {v['rss_ratio']:.2f}x Polars'; outputs identical: "
+            f"{'yes' if v['outputs_identical'] else 'no'}.\n")
 
 
 def readers(d: dict) -> str:

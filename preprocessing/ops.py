@@ -18,6 +18,7 @@ from merlin.dag import ColumnSelector
 from .arrays import (FIRST_SUFFIX, LAST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX, TIME_FEATURES,  # noqa: F401
                      clock_feature, group_offsets, group_starts, item_age, keep_last_mask,
                      offsets_from_lengths, since_previous)
+from .ordering import key_time_order
 
 
 def lists_from_offsets(values: np.ndarray, offsets: np.ndarray) -> pd.Series:
@@ -72,24 +73,30 @@ class GroupSequences(Operator):
             return self._transform_cudf(col_selector, df)
         value_cols = [c for c in col_selector.names if c != self.key]
         # One stable sort by (key, time): ties keep the order in which they arrived.
-        order = np.lexsort((df[self.sort_col].to_numpy(), df[self.key].to_numpy()))
+        times = df[self.sort_col].to_numpy()
+        order = key_time_order(df[self.key].to_numpy(), times)
         keys = df[self.key].to_numpy()[order]
         offsets = group_offsets(keys)
-        keep = keep_last_mask(offsets, self.max_len)
-        lengths = np.minimum(np.diff(offsets), self.max_len or np.iinfo(np.int64).max)
+        full = np.diff(offsets)
+        lengths = np.minimum(full, self.max_len or np.iinfo(np.int64).max)
+        rows = keep_last_mask(offsets, self.max_len)
+        groups = self._keep(lengths, full)  # filter whole groups before any list is built
+        starts, ends = offsets[:-1], offsets[1:]
+        if not groups.all():
+            rows &= np.repeat(groups, full)
+            starts, ends, lengths = starts[groups], ends[groups], lengths[groups]
+        rows = order[rows]
         new_offsets = offsets_from_lengths(lengths)
-        rows = order[keep]
-        times = df[self.sort_col].to_numpy()[order]
-        out = pd.DataFrame({self.key: keys[offsets[:-1]]})
+        out = pd.DataFrame({self.key: keys[starts]})
         for col in value_cols:
             out[col + LIST_SUFFIX] = lists_from_offsets(df[col].to_numpy()[rows], new_offsets)
-        out[self.sort_col + FIRST_SUFFIX] = times[offsets[:-1]]
-        out[self.sort_col + LAST_SUFFIX] = times[offsets[1:] - 1]
+        out[self.sort_col + FIRST_SUFFIX] = times[order[starts]]
+        out[self.sort_col + LAST_SUFFIX] = times[order[ends - 1]]
         out[LENGTH_COLUMN] = lengths.astype(np.int32)
-        return out[self._keep(out[LENGTH_COLUMN], np.diff(offsets))].reset_index(drop=True)
+        return out
 
     def _keep(self, lengths, full_lengths):
-        keep = lengths >= self.min_len
+        keep = np.asarray(lengths >= self.min_len)
         if self.max_session_len is not None:
             keep &= full_lengths <= self.max_session_len
         return keep
@@ -154,8 +161,8 @@ class DropConsecutiveRepeats(Operator):
 
     def transform(self, col_selector: ColumnSelector, df):
         _require(col_selector, [self.key, self.sort_col, self.item_col])
-        if isinstance(df, pd.DataFrame):  # lexsort: stable, ties keep their arrival order
-            df = df.iloc[np.lexsort((df[self.sort_col].to_numpy(), df[self.key].to_numpy()))]
+        if isinstance(df, pd.DataFrame):  # stable: ties keep their arrival order
+            df = df.iloc[key_time_order(df[self.key].to_numpy(), df[self.sort_col].to_numpy())]
         else:
             df = df.sort_values([self.key, self.sort_col])
         # shift() compares with the previous row on pandas and cuDF alike
@@ -176,7 +183,7 @@ class TimeFeatures(Operator):
         _require(col_selector, [self.key, self.time_col])
         seconds = df[self.time_col].to_numpy().astype(np.int64)
         keys = df[self.key].to_numpy()
-        order = np.lexsort((seconds, keys))  # stable: ties keep arrival order
+        order = key_time_order(keys, seconds)  # stable: ties keep arrival order
         gap = np.empty(len(seconds), dtype=np.float32)
         gap[order] = since_previous(seconds[order], group_starts(group_offsets(keys[order]), len(seconds)))
         columns = {f"{self.time_col}-{n}": gap if n == "since_prev" else clock_feature(seconds, n)

@@ -23,6 +23,7 @@ from merlin.schema import Tags  # noqa: E402
 from .arrays import (FIRST_ITEM_ID, ITEM_COL, ITEM_LIST, KEY_COL, NULL_ID, OOV_ID, PAD_ID,  # noqa: E402,F401
                      TIME_COL, encode_sorted, sorted_vocabulary)
 from .ops import DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
+from .encoding import SortedCategorify  # noqa: E402
 
 
 def build_workflow(
@@ -46,10 +47,10 @@ def build_workflow(
     Items seen fewer than `freq_threshold` times map to the OOV id, like unseen ones.
     """
     out_path = str(categories_dir)
-    items = [ITEM_COL] >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
+    items = [ITEM_COL] >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
     features = items + [key, TIME_COL]
     if categorical:
-        features += list(categorical) >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold)
+        features += list(categorical) >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold)
     plain = [c for c in continuous if c not in log_continuous]
     if plain:
         features += plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
@@ -88,8 +89,9 @@ def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame, rows_per_partition
 
 
 def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
-    """Apply a fitted workflow to an in-memory frame of raw rows."""
-    return workflow.transform(as_dataset(frame)).to_ddf().compute()
+    """Apply a fitted workflow to an in-memory frame of raw rows: merlin's local executor on the
+    frame itself (a Dask collection of one partition would only add graph building and hashing)."""
+    return workflow.transform(frame)
 
 
 def load_workflow(path: str | Path) -> nvt.Workflow:
