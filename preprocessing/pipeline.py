@@ -80,7 +80,7 @@ class ETLConfig:
     item_age: bool = False  # seconds since the item's first interaction
     # pandas: the whole input in memory; dask: parquet partitions streamed through NVTabular's
     # Dask path (fit, shuffle by key, group), for inputs larger than memory
-    engine: str = "pandas"
+    engine: Engine = "pandas"
     # dask engine: None (threaded scheduler in this process), N (a LocalCluster of N worker
     # processes) or a running scheduler's address (e.g. a dask-cuda cluster's)
     cluster: str | int | None = None
@@ -131,13 +131,12 @@ class ETLConfig:
         if self.split == "predefined":
             raise ValueError("engine: dask does not do predefined splits (their unknown-item "
                              "handling needs each split in memory); use engine: pandas")
-        if self.source is None or self.source.get("format") != "generic" or not (
-                str(self.source.get("path", "")).endswith((".parquet", ".pq"))
-                or Path(self.source.get("path", "")).is_dir()):
+        if self.source is None or self.source.format != "generic" or not (
+                str(self.source.path).endswith((".parquet", ".pq")) or Path(self.source.path).is_dir()):
             raise ValueError("engine: dask reads parquet: give etl.source with format: generic "
                              "and the path of a parquet file or folder (convert text files "
                              "first, e.g. with engine: pandas or pyarrow)")
-        options = set(self.source.get("options") or {}) - {"key"}
+        options = set(self.source.options or {}) - {"key"}
         if options:
             raise ValueError(f"engine: dask reads the parquet columns as they are (integer ids, "
                              f"epoch seconds): source options {sorted(options)} are not applied")

@@ -114,7 +114,7 @@ def test_engine_options_are_checked(kw, message):
 def test_dask_engine_names_a_missing_column(tmp_path):
     parts = write_parts(tmp_path / "raw", rows=300)
     cfg = config(tmp_path / "out", parts, "dask")
-    cfg.source["columns"]["item_id"] = "nope"
+    cfg.source.columns["item_id"] = "nope"
     with pytest.raises(ValueError, match=r"missing column\(s\) \['nope'\]"):
         run_etl(cfg, progress=False)
     assert not (tmp_path / "out").exists()
