@@ -1,11 +1,13 @@
-"""ETL speed: seqrec's vectorised workflow vs the stock NVTabular Groupby workflow.
+"""ETL speed: seqrec's workflow vs Polars (the CPU reference) and the stock NVTabular workflow.
 
 Synthetic REES46-like click log (sessions, Zipf item popularity, categories, prices), written to
-parquet first; each case runs in its own process and is timed end to end: read parquet, fit,
-transform, write parquet. Prints a table and writes bench/results/etl.json.
+parquet first; each case runs in its own process and is timed end to end on the same work: read
+parquet, encode item and category ids, sort by (session, time), group, keep the last 20, write
+parquet. Polars is a reference only (not a seqrec dependency): without it installed the case is
+skipped and the table says so. Prints a table and writes bench/results/etl.json.
 
-    python bench/etl.py                      # 10M rows ours, 200k rows both (identity check)
-    python bench/etl.py --rows 1000000 --stock-rows 100000
+    python bench/etl.py                      # 10M rows seqrec + Polars, 2M rows stock (identity)
+    python bench/etl.py --rows 1000000 --stock-rows 200000
     python bench/etl.py --dask-rows 50000000   # + the out-of-core path on 50M rows
 """
 from __future__ import annotations
@@ -83,6 +85,40 @@ def _stock(src: Path, out: Path, queue) -> None:
     queue.put((seconds, len(result), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 
 
+def _polars(src: Path, out: Path, queue) -> None:
+    """The same work in Polars: ids encoded through a sorted vocabulary (codes from 3, as
+    Categorify's), one sort by (session, time), the last 20 of each group, parquet out."""
+    import polars as pl
+
+    t0 = time.perf_counter()
+    frame = pl.read_parquet(src)
+    vocabularies = {}
+    for col in ("item_id", "category"):
+        values = frame[col].unique().sort()
+        vocabularies[col] = pl.DataFrame({col: values, f"{col}_code": pl.int_range(3, 3 + len(values), eager=True)})
+        frame = frame.join(vocabularies[col], on=col, how="left", maintain_order="left")
+    grouped = (frame.sort(["session_id", "timestamp"], maintain_order=True)
+               .group_by("session_id", maintain_order=True)
+               .agg(pl.col("item_id_code").tail(20).alias("item_id-list"),
+                    pl.col("category_code").tail(20).alias("category-list"),
+                    pl.col("timestamp").tail(20).alias("timestamp-list"),
+                    pl.col("timestamp").first().alias("timestamp-first"),
+                    pl.col("timestamp").last().alias("timestamp-last"),
+                    pl.len().clip(upper_bound=20).cast(pl.Int32).alias("seq_length")))
+    grouped.write_parquet(out / "sessions.parquet")
+    vocabularies["item_id"].write_parquet(out / "items.parquet")
+    seconds = time.perf_counter() - t0
+    queue.put((seconds, len(grouped), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
+
+
+def polars_version() -> str | None:
+    try:
+        import polars
+    except ImportError:
+        return None
+    return polars.__version__
+
+
 def _partitioned(src: Path, out: Path, queue) -> None:
     """Out of core: parquet parts -> Dask (fit streams, shuffle by session) -> parquet parts."""
     from seqrec.preprocessing.partitioned import group_partitioned
@@ -91,7 +127,7 @@ def _partitioned(src: Path, out: Path, queue) -> None:
     t0 = time.perf_counter()
     paths = sorted(src.glob("*.parquet"))
     workflow = build_workflow(out / "categories", max_len=20, key="session_id", categorical=("category",))
-    result = group_partitioned(workflow, paths, out / "sessions", key="session_id", part_size="256MB")
+    result = group_partitioned(workflow, paths, out / "sessions", key="session_id")
     seconds = time.perf_counter() - t0
     sessions = sum(pq.ParquetFile(p).metadata.num_rows for p in result.glob("*.parquet"))
     queue.put((seconds, sessions, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
@@ -108,23 +144,30 @@ def run_case(fn, src: Path, out: Path) -> dict:
     return {"seconds": seconds, "sessions": sessions, "peak_rss_mb": rss_mb}
 
 
-def same_output(a: Path, b: Path) -> bool:
-    """Same sessions and the same item lists (decoded to raw ids: codes may differ by version)."""
-    def decoded(folder: Path, list_col: str) -> pd.Series:  # last 20 items, raw ids
-        frame = pd.read_parquet(folder / "sessions.parquet").set_index("session_id").sort_index()
+def decoded(folder: Path) -> pd.Series:
+    """session -> its last 20 items in raw ids (codes differ between tools)."""
+    frame = pd.read_parquet(folder / "sessions.parquet").set_index("session_id").sort_index()
+    if (folder / "items.parquet").exists():  # Polars: its own vocabulary table
+        items = pd.read_parquet(folder / "items.parquet")
+        codes, ids = items["item_id_code"].to_numpy(), items["item_id"].to_numpy()
+    else:  # Categorify's unique-value file: the index is the code
         uniques = pd.read_parquet(next((folder / "categories").rglob("unique.item_id.parquet")))
-        vocab = np.full(int(uniques.index.max()) + 1, -1, dtype=np.int64)
-        vocab[uniques.index.to_numpy()] = uniques["item_id"].to_numpy()
-        return frame[list_col].map(lambda ids: tuple(vocab[np.asarray(ids, dtype=np.int64)[-20:]]))
+        codes, ids = uniques.index.to_numpy(), uniques["item_id"].to_numpy()
+    vocab = np.full(int(codes.max()) + 1, -1, dtype=np.int64)
+    vocab[codes] = ids
+    return frame["item_id-list"].map(lambda c: tuple(vocab[np.asarray(c, dtype=np.int64)[-20:]]))
 
-    ours, stock = decoded(a, "item_id-list"), decoded(b, "item_id-list")
-    return ours.index.equals(stock.index) and bool((ours == stock).all())
+
+def same_output(a: Path, b: Path) -> bool:
+    """Same sessions and the same item lists, in raw ids."""
+    ours, other = decoded(a), decoded(b)
+    return ours.index.equals(other.index) and bool((ours == other).all())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=10_000_000)
-    parser.add_argument("--stock-rows", type=int, default=200_000)
+    parser.add_argument("--stock-rows", type=int, default=2_000_000)
     parser.add_argument("--dask-rows", type=int, default=0,
                         help="also run the out-of-core Dask path on this many rows (5M-row files)")
     args = parser.parse_args()
@@ -138,9 +181,26 @@ def main() -> None:
         identical = same_output(work / "ours-small", work / "stock")
         rows.append(("stock NVTabular Groupby", args.stock_rows, stock))
         rows.append(("seqrec GroupSequences", args.stock_rows, ours_small))
+        polars, versus_polars = polars_version(), None
         if args.rows != args.stock_rows:
             make_log(args.rows, big)
-            rows.append(("seqrec GroupSequences", args.rows, run_case(_ours, big, work / "ours-big")))
+            ours_big = run_case(_ours, big, work / "ours-big")
+            rows.append(("seqrec GroupSequences", args.rows, ours_big))
+        else:
+            big, ours_big = small, ours_small
+        if polars:
+            reference = run_case(_polars, big, work / "polars")
+            rows.append((f"Polars {polars} (reference)", args.rows, reference))
+            ours_dir = work / ("ours-big" if big != small else "ours-small")
+            versus_polars = {
+                "polars": polars,
+                "speed_ratio": reference["seconds"] / ours_big["seconds"],  # > 1: seqrec faster
+                "rss_ratio": ours_big["peak_rss_mb"] / reference["peak_rss_mb"],
+                "outputs_identical": same_output(ours_dir, work / "polars"),
+            }
+        else:
+            print("Polars is not installed: the reference case is skipped "
+                  "(pip install polars to compare; it is not a seqrec dependency)")
         if args.dask_rows:
             parts = work / "parts"
             parts.mkdir()
@@ -153,14 +213,20 @@ def main() -> None:
         for name, n, r in rows:
             print(f"{name:26s}{n:12,d}{r['seconds']:10.2f}{n / r['seconds']:14,.0f}{r['sessions']:11,d}{r['peak_rss_mb']:13,.0f}")
         speedup = (args.stock_rows / ours_small["seconds"]) / (args.stock_rows / stock["seconds"])
-        best = max((r for r in rows if not r[0].startswith("seqrec Dask")), key=lambda r: r[1])
-        print(f"speed-up on the same {args.stock_rows:,} rows: {speedup:.1f}x; outputs identical: {identical}")
+        best = max((r for r in rows if r[0] == "seqrec GroupSequences"), key=lambda r: r[1])
+        print(f"vs stock NVTabular on the same {args.stock_rows:,} rows: {speedup:.1f}x faster; "
+              f"outputs identical: {identical}")
+        if versus_polars:
+            print(f"vs Polars on the same {args.rows:,} rows: speed {versus_polars['speed_ratio']:.2f}x "
+                  f"(> 1: seqrec faster), peak RSS {versus_polars['rss_ratio']:.2f}x Polars'; "
+                  f"outputs identical: {versus_polars['outputs_identical']}")
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / "etl.json").write_text(json.dumps({
             "machine": {"cpus": mp.cpu_count(), "python": platform.python_version()},
             "cases": [{"workflow": n, "rows": r, **res, "rows_per_s": r / res["seconds"]} for n, r, res in rows],
             "speedup_same_rows": speedup,
             "outputs_identical": identical,
+            "versus_polars": versus_polars or "polars not installed: reference case skipped",
             "largest_rows_per_s": best[1] / best[2]["seconds"],
         }, indent=2))
     finally:

@@ -60,7 +60,15 @@ def etl(d: dict) -> str:
                                  ("sequences", "sessions", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
         f"\nOutputs identical to the stock workflow's on the rows both ran: "
         f"{'yes' if d.get('outputs_identical') else 'no'}; speed-up on the same rows: "
-        f"{d['speedup_same_rows']:.1f}x.\n")
+        f"{d['speedup_same_rows']:.1f}x.\n") + _versus_polars(d.get("versus_polars"))
+
+
+def _versus_polars(v) -> str:
+    if not isinstance(v, dict):
+        return f"Polars reference: {v or 'not run'}.\n"
+    return (f"Against Polars {v['polars']} on the same rows: {v['speed_ratio']:.2f}x its speed "
+            f"(above 1: seqrec faster), peak RSS {v['rss_ratio']:.2f}x Polars'; outputs identical: "
+            f"{'yes' if v['outputs_identical'] else 'no'}.\n")
 
 
 def readers(d: dict) -> str:
@@ -80,6 +88,26 @@ def train(d: dict) -> str:
         f"sequence length {first['seq_len']}, {first['items']:,} items, d_model {first['d_model']}, "
         f"{first['layers']} layers, {first['heads']} heads; 1-minute load average "
         f"{d['machine']['load_average_1min']} on {d['machine']['cpu_threads']} CPU threads.\n")
+
+
+def train_data(d: dict) -> str:
+    load, ev = d["data-loading"], d["evaluation"]
+    rows = [["read the list column (values + offsets)", _f(2)(load["read_values_offsets_s"]), "-"],
+            ["pad the training matrix", _f(2)(load["pad_matrix_s"]), "-"],
+            [f"gather every batch of one epoch ({load['batches']:,})", _f(2)(load["gather_all_batches_s"]),
+             _mb(load["peak_rss_mb"])],
+            ["popularity baseline", _f(2)(ev["popularity_s"]), "-"],
+            ["popularity baseline, seen items excluded (streamed)", _f(2)(ev["popularity_exclude_seen_s"]), "-"],
+            [f"model evaluation, seen items excluded ({ev['model_sessions']:,} sessions)",
+             _f(2)(ev["model_exclude_seen_s"]), _mb(ev["peak_rss_mb"])]]
+    return _table(["step", "seconds", "peak RSS of the case"], rows) + (
+        f"\n{load['sessions']:,} synthetic sessions ({load['values']:,} interactions), {load['items']:,} items, "
+        f"batch {load['batch']}, sequence length {load['seq_len']}, {ev['threads']} torch threads; data for one "
+        f"epoch: {load['epoch_data_s']:.1f} s (reading the same column as one pandas object per row: "
+        f"{load['reference_pandas_rows_read_s']:.1f} s). Evaluation peak RSS {_mb(ev['peak_rss_mb'])} "
+        f"(limit {_mb(d['rss_limit_mb'])}); a dense [sessions, items] seen matrix would be "
+        f"{ev['dense_seen_matrix_gb']:.0f} GB. 1-minute load average {d['machine']['load_average_1min']} "
+        f"on {d['machine']['cpu_threads']} CPU threads.\n")
 
 
 def side_features(d: dict) -> str:
@@ -138,7 +166,20 @@ def serving_row_errors_ab(d: dict) -> str:
         f"{' / '.join(f'{v:.2f}' for v in p50['new'])} ms with.\n")
 
 
-LAYOUTS = {"etl": etl, "readers": readers, "train": train, "side_features": side_features,
+def masked(d: dict) -> str:
+    """One row per run of bench/masked.py: the best validation NDCG@10 and its epoch."""
+    rows = []
+    for run, r in d.items():
+        curve = r["valid_ndcg10"]
+        best = max(range(len(curve)), key=curve.__getitem__)
+        rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(len(curve)),
+                     f"{curve[best]:.4f}", str(best + 1)])
+    return _table(["run (data/combo/grid point/option)", "lr", "dropout", "epochs",
+                   "best valid NDCG@10", "best epoch"], rows)
+
+
+LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
+           "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab}
 

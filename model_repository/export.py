@@ -3,7 +3,7 @@
 <repo>/seqrec              ensemble: raw item ids -> top-k original ids + scores, and per row
                            an error message ("" = answered; see ROW_ERRORS)
 <repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
-                           (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
+                           (lookup.py + arrays.py + item_lookup.npz beside model.py; the workflow is kept too)
 <repo>/seqrec_model        python backend: top-k from scorer.pt2, the torch.export program of
                            the one scorer (training/scoring.py), checked against the eager scorer
                            on real histories; torch alone runs it; ids mapped back. With
@@ -71,11 +71,13 @@ class ScorerFallbackWarning(RuntimeWarning):
 
 # Files copied beside the templates: the numpy runtime and what it imports.
 RUNTIME_FILES = (("model_repository", "runtime.py"), ("model_repository", "lookup.py"),
-                 ("model_repository", "side_lookup.py"), ("client", "contract.py"))
+                 ("model_repository", "side_lookup.py"), ("client", "contract.py"),
+                 ("preprocessing", "arrays.py"))  # the lookups import arrays
 
 
 def _copy_runtime(folder: Path) -> None:
-    package = {"model_repository": "seqrec.model_repository", "client": "seqrec.client"}
+    package = {"model_repository": "seqrec.model_repository", "client": "seqrec.client",
+               "preprocessing": "seqrec.preprocessing"}
     for where, name in RUNTIME_FILES:
         (folder / name).write_text(resources.files(package[where]).joinpath(name).read_text())
 

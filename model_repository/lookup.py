@@ -13,8 +13,12 @@ from pathlib import Path
 
 import numpy as np
 
-# Categorify (NVTabular 23.8): 0 padding, 1 null, 2 out-of-vocabulary; real items from 3.
-PAD_ID, OOV_ID, FIRST_ITEM_ID = 0, 2, 3
+try:  # installed: seqrec.model_repository.lookup
+    from ..preprocessing import arrays
+except ImportError:  # copied beside the Triton model by `seqrec export`, arrays.py with it
+    import arrays
+
+PAD_ID, OOV_ID, FIRST_ITEM_ID = arrays.PAD_ID, arrays.OOV_ID, arrays.FIRST_ITEM_ID
 LOOKUP_FILE = "item_lookup.npz"
 
 
@@ -31,8 +35,8 @@ class ItemLookup:
     @classmethod
     def from_vocabulary(cls, vocabulary: np.ndarray, max_len: int | None) -> "ItemLookup":
         """vocabulary: encoded id -> original id, reserved ids -1 (preprocessing.item_vocabulary)."""
-        encoded = np.flatnonzero(np.arange(len(vocabulary)) >= FIRST_ITEM_ID)
-        return cls(vocabulary[encoded], encoded, max_len or 0)
+        original, encoded = arrays.sorted_vocabulary(vocabulary)
+        return cls(original, encoded, max_len or 0)
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / LOOKUP_FILE
@@ -58,19 +62,10 @@ class ItemLookup:
         values = np.asarray(values, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         codes = self.encode_items(values)
-        keep = codes >= FIRST_ITEM_ID
-        lengths = np.diff(offsets)
-        if self.max_len > 0:
-            row_end = np.repeat(offsets[1:], lengths)
-            keep &= (row_end - np.arange(len(values))) <= self.max_len
-        row_of = np.repeat(np.arange(len(lengths)), lengths)
-        kept_per_row = np.bincount(row_of[keep], minlength=len(lengths))  # empty rows: 0
-        new_offsets = np.concatenate([[0], np.cumsum(kept_per_row)]).astype(np.int64)
-        return codes[keep], new_offsets, keep
+        keep = (codes >= FIRST_ITEM_ID) & arrays.keep_last_mask(offsets, self.max_len)
+        kept_per_row = np.bincount(arrays.row_ids(offsets)[keep], minlength=len(offsets) - 1)  # empty rows: 0
+        return codes[keep], arrays.offsets_from_lengths(kept_per_row), keep
 
     def encode_items(self, values: np.ndarray) -> np.ndarray:
         """Flat original ids -> encoded ids; unknown (negative ones included) -> OOV_ID."""
-        if len(self.keys) == 0:
-            return np.full(len(values), OOV_ID, dtype=np.int64)
-        pos = np.clip(np.searchsorted(self.keys, values), 0, len(self.keys) - 1)
-        return np.where(self.keys[pos] == values, self.codes[pos], OOV_ID)
+        return arrays.encode_sorted(self.keys, self.codes, values).astype(np.int64)

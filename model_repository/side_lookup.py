@@ -19,8 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
+try:  # installed: seqrec.model_repository.side_lookup
+    from ..preprocessing import arrays
+except ImportError:  # copied beside the Triton model by `seqrec export`, arrays.py with it
+    import arrays
+
 SIDE_FILE = "side_lookup.npz"
-OOV_ID = 2
 
 
 class SideLookup:
@@ -81,15 +85,14 @@ class SideLookup:
             values = raw[col["source"]]
             if keys.dtype.kind == "U":  # a text column: BYTES on the wire
                 values = as_text(values)
-            pos = np.clip(np.searchsorted(keys, values), 0, max(len(keys) - 1, 0))
-            cats[:, j] = np.where(keys[pos] == values, codes[pos], OOV_ID) if len(keys) else OOV_ID
+            cats[:, j] = arrays.encode_sorted(keys, codes, values)
         conts = np.zeros((n, self.n_continuous), dtype=np.float32)
         for j, col in enumerate(self.spec["continuous"]):
             if col["kind"] == "time":
                 conts[:, j] = time_feature(raw[col["source"]], offsets, col["feature"])
             elif col["kind"] == "item_age":
-                conts[:, j] = item_age(items, raw[col["source"]], self.arrays[f"age{col['index']}_items"],
-                                       self.arrays[f"age{col['index']}_first"])
+                conts[:, j] = arrays.item_age(items, raw[col["source"]], self.arrays[f"age{col['index']}_items"],
+                                              self.arrays[f"age{col['index']}_first"])
             else:
                 conts[:, j] = normalize(raw[col["source"]], col)
         return cats, conts
@@ -99,37 +102,15 @@ def normalize(values: np.ndarray, col: dict) -> np.ndarray:
     """The workflow's FillMissing -> [Clip(0) -> LogOp] -> Normalize, with its arithmetic."""
     x = np.nan_to_num(np.asarray(values, dtype=np.float32), nan=0.0)
     if col["log"]:
-        x = np.log(np.clip(x, 0, None).astype(col["log_dtype"]) + 1)
-    x = x - col["mean"]
-    return (x / col["std"] if col["std"] > 0 else x).astype(col["dtype"])
+        x = arrays.clip_log(x, col["log_dtype"])
+    return arrays.standardise(x, col["mean"], col["std"]).astype(col["dtype"])
 
 
 def time_feature(seconds: np.ndarray, offsets: np.ndarray, name: str) -> np.ndarray:
-    """preprocessing.ops.TimeFeatures for rows already in time order (checked by `check`)."""
-    seconds = np.asarray(seconds, dtype=np.int64)
+    """preprocessing.ops.TimeFeatures for rows already in time order (checked by `row_errors`)."""
     if name == "since_prev":
-        gap = np.zeros(len(seconds), dtype=np.float32)
-        first = np.zeros(len(seconds), dtype=bool)
-        first[offsets[:-1][offsets[:-1] < len(seconds)]] = True
-        gap[1:] = np.where(first[1:], 0, np.diff(seconds))
-        return gap
-    if name == "day_index":
-        return (seconds // 86400).astype(np.float32)
-    hour = (seconds % 86400) / 3600.0
-    weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
-    angle = 2 * np.pi * (hour / 24 if name.startswith("hour") else weekday / 7)
-    return (np.sin(angle) if name.endswith("sin") else np.cos(angle)).astype(np.float32)
-
-
-def item_age(items: np.ndarray, seconds: np.ndarray, known: np.ndarray, first: np.ndarray) -> np.ndarray:
-    """preprocessing.ops.ItemAge with its fitted arrays (`known` sorted raw ids)."""
-    items, seconds = np.asarray(items, dtype=np.int64), np.asarray(seconds, dtype=np.int64)
-    age = np.zeros(len(items), dtype=np.float32)
-    if len(known):
-        pos = np.clip(np.searchsorted(known, items), 0, len(known) - 1)
-        seen = known[pos] == items
-        age[seen] = np.maximum(seconds[seen] - first[pos[seen]], 0)
-    return age
+        return arrays.since_previous(seconds, arrays.group_starts(offsets, len(seconds)))
+    return arrays.clock_feature(seconds, name).astype(np.float32)
 
 
 def as_text(values) -> np.ndarray:

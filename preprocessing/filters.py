@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .ops import LENGTH_COLUMN
+from .arrays import LENGTH_COLUMN
 
 
 def min_length_reason(min_len: int, needed: int, why: str) -> tuple[int, str]:
@@ -41,9 +41,10 @@ def length_filter(grouped: pd.DataFrame, raw_lengths: np.ndarray | None, min_len
     return grouped[keep].reset_index(drop=True), reasons, keep
 
 
-def raw_lengths(frame: pd.DataFrame, grouped: pd.DataFrame, key: str) -> np.ndarray:
-    """Interactions of each grouped key in the raw frame (before repeats and truncation)."""
-    return frame[key].value_counts().reindex(grouped[key]).to_numpy()
+def raw_lengths(counts: pd.Series, grouped: pd.DataFrame, key: str) -> np.ndarray:
+    """Interactions of each grouped key in the raw input (before repeats and truncation), from
+    the per-key counts of the input (`frame[key].value_counts()`, or its Dask equivalent)."""
+    return counts.reindex(grouped[key]).to_numpy()
 
 
 def cut_interactions(raw_kept: int, kept: pd.DataFrame, max_len: int, remove_repeats: bool,

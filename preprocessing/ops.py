@@ -15,28 +15,10 @@ from merlin.dag.ops.stat_operator import StatOperator
 from nvtabular.ops import Operator
 from merlin.dag import ColumnSelector
 
-LIST_SUFFIX = "-list"
-FIRST_SUFFIX, LAST_SUFFIX = "-first", "-last"
-LENGTH_COLUMN = "seq_length"
-
-
-def group_offsets(sorted_keys: np.ndarray) -> np.ndarray:
-    """Start offsets of each run of equal keys in a sorted key array, plus the end."""
-    n = len(sorted_keys)
-    if n == 0:
-        return np.zeros(1, dtype=np.int64)
-    change = np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1
-    return np.concatenate(([0], change, [n])).astype(np.int64)
-
-
-def keep_last_mask(offsets: np.ndarray, max_len: int | None) -> np.ndarray:
-    """Boolean row mask keeping the last `max_len` rows of every group."""
-    lengths = np.diff(offsets)
-    n = int(offsets[-1])
-    if max_len is None:
-        return np.ones(n, dtype=bool)
-    row_end = np.repeat(offsets[1:], lengths)  # end offset of each row's group
-    return (row_end - np.arange(n)) <= max_len
+from .arrays import (FIRST_SUFFIX, LAST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX, TIME_FEATURES,  # noqa: F401
+                     clock_feature, group_offsets, group_starts, item_age, keep_last_mask,
+                     offsets_from_lengths, since_previous)
+from .ordering import key_time_order
 
 
 def lists_from_offsets(values: np.ndarray, offsets: np.ndarray) -> pd.Series:
@@ -91,24 +73,30 @@ class GroupSequences(Operator):
             return self._transform_cudf(col_selector, df)
         value_cols = [c for c in col_selector.names if c != self.key]
         # One stable sort by (key, time): ties keep the order in which they arrived.
-        order = np.lexsort((df[self.sort_col].to_numpy(), df[self.key].to_numpy()))
+        times = df[self.sort_col].to_numpy()
+        order = key_time_order(df[self.key].to_numpy(), times)
         keys = df[self.key].to_numpy()[order]
         offsets = group_offsets(keys)
-        keep = keep_last_mask(offsets, self.max_len)
-        lengths = np.minimum(np.diff(offsets), self.max_len or np.iinfo(np.int64).max)
-        new_offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
-        rows = order[keep]
-        times = df[self.sort_col].to_numpy()[order]
-        out = pd.DataFrame({self.key: keys[offsets[:-1]]})
+        full = np.diff(offsets)
+        lengths = np.minimum(full, self.max_len or np.iinfo(np.int64).max)
+        rows = keep_last_mask(offsets, self.max_len)
+        groups = self._keep(lengths, full)  # filter whole groups before any list is built
+        starts, ends = offsets[:-1], offsets[1:]
+        if not groups.all():
+            rows &= np.repeat(groups, full)
+            starts, ends, lengths = starts[groups], ends[groups], lengths[groups]
+        rows = order[rows]
+        new_offsets = offsets_from_lengths(lengths)
+        out = pd.DataFrame({self.key: keys[starts]})
         for col in value_cols:
             out[col + LIST_SUFFIX] = lists_from_offsets(df[col].to_numpy()[rows], new_offsets)
-        out[self.sort_col + FIRST_SUFFIX] = times[offsets[:-1]]
-        out[self.sort_col + LAST_SUFFIX] = times[offsets[1:] - 1]
+        out[self.sort_col + FIRST_SUFFIX] = times[order[starts]]
+        out[self.sort_col + LAST_SUFFIX] = times[order[ends - 1]]
         out[LENGTH_COLUMN] = lengths.astype(np.int32)
-        return out[self._keep(out[LENGTH_COLUMN], np.diff(offsets))].reset_index(drop=True)
+        return out
 
     def _keep(self, lengths, full_lengths):
-        keep = lengths >= self.min_len
+        keep = np.asarray(lengths >= self.min_len)
         if self.max_session_len is not None:
             keep &= full_lengths <= self.max_session_len
         return keep
@@ -173,16 +161,13 @@ class DropConsecutiveRepeats(Operator):
 
     def transform(self, col_selector: ColumnSelector, df):
         _require(col_selector, [self.key, self.sort_col, self.item_col])
-        if isinstance(df, pd.DataFrame):  # lexsort: stable, ties keep their arrival order
-            df = df.iloc[np.lexsort((df[self.sort_col].to_numpy(), df[self.key].to_numpy()))]
+        if isinstance(df, pd.DataFrame):  # stable: ties keep their arrival order
+            df = df.iloc[key_time_order(df[self.key].to_numpy(), df[self.sort_col].to_numpy())]
         else:
             df = df.sort_values([self.key, self.sort_col])
         # shift() compares with the previous row on pandas and cuDF alike
         repeat = (df[self.key] == df[self.key].shift(1)) & (df[self.item_col] == df[self.item_col].shift(1))
         return df[~repeat][col_selector.names].reset_index(drop=True)
-
-
-TIME_FEATURES = ("hour_sin", "hour_cos", "weekday_sin", "weekday_cos", "day_index", "since_prev")
 
 
 class TimeFeatures(Operator):
@@ -198,19 +183,11 @@ class TimeFeatures(Operator):
         _require(col_selector, [self.key, self.time_col])
         seconds = df[self.time_col].to_numpy().astype(np.int64)
         keys = df[self.key].to_numpy()
-        hour = (seconds % 86400) / 3600.0
-        weekday = ((seconds // 86400) + 3) % 7  # 1970-01-01 was a Thursday (Monday = 0)
-        order = np.lexsort((seconds, keys))  # stable: ties keep arrival order
-        gap = np.zeros(len(seconds), dtype=np.float32)
-        same = keys[order][1:] == keys[order][:-1]
-        gap[order[1:]] = np.where(same, np.diff(seconds[order]), 0)
-        out = {
-            "hour_sin": np.sin(2 * np.pi * hour / 24), "hour_cos": np.cos(2 * np.pi * hour / 24),
-            "weekday_sin": np.sin(2 * np.pi * weekday / 7), "weekday_cos": np.cos(2 * np.pi * weekday / 7),
-            "day_index": (seconds // 86400).astype(np.int64), "since_prev": gap,
-        }
-        columns = {f"{self.time_col}-{n}": v.astype(np.float32) if n != "day_index" else v
-                   for n, v in out.items()}
+        order = key_time_order(keys, seconds)  # stable: ties keep arrival order
+        gap = np.empty(len(seconds), dtype=np.float32)
+        gap[order] = since_previous(seconds[order], group_starts(group_offsets(keys[order]), len(seconds)))
+        columns = {f"{self.time_col}-{n}": gap if n == "since_prev" else clock_feature(seconds, n)
+                   for n in TIME_FEATURES}
         return type(df)(columns, index=df.index)  # same rows, same index: merlin aligns on it
 
     def column_mapping(self, col_selector):
@@ -250,13 +227,7 @@ class ItemAge(StatOperator):
         self.items = self.first_seen = None
 
     def transform(self, col_selector: ColumnSelector, df):
-        items = np.asarray(df[self.item_col].to_numpy(), dtype=np.int64)
-        seconds = np.asarray(df[self.time_col].to_numpy(), dtype=np.int64)
-        age = np.zeros(len(items), dtype=np.float32)
-        if len(self.items):
-            pos = np.clip(np.searchsorted(self.items, items), 0, len(self.items) - 1)
-            seen = self.items[pos] == items
-            age[seen] = np.maximum(seconds[seen] - self.first_seen[pos[seen]], 0)
+        age = item_age(df[self.item_col].to_numpy(), df[self.time_col].to_numpy(), self.items, self.first_seen)
         return type(df)({self.output_name: age}, index=df.index)  # merlin aligns on the index
 
     @property

@@ -7,6 +7,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -16,10 +17,13 @@ from tqdm.auto import tqdm
 from .datasets import read_movielens_100k
 from .filters import cut_interactions, length_filter, raw_lengths
 from .interactions import InteractionError, validate_interactions
-from .ops import LENGTH_COLUMN, sequences_table
+from .arrays import LENGTH_COLUMN
+from .ops import sequences_table
+from .partitioned import (PART_SIZE, dask_cluster, group_partitioned, key_counts,
+                          read_grouped, read_interactions_partitioned)
 from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
 from .readers import read_interactions as read_raw
-from .readers import reader_config
+from .readers import ReaderConfig, reader_config
 from .staging import staged_directory
 from .splits import LEAVE_LAST_OUT_MIN_LEN, leave_last_out, time_window_splits
 from .workflow import (
@@ -35,7 +39,10 @@ from .workflow import (
 )
 
 WORKFLOW_DIR = "workflow"
-SPLIT_KINDS = ("leave-last-out", "time-window", "predefined")
+SplitKind = Literal["leave-last-out", "time-window", "predefined"]
+SPLIT_KINDS = get_args(SplitKind)
+Engine = Literal["pandas", "dask"]
+ENGINES = get_args(Engine)
 # the shortest sequence each split can use, and why (the summary says so when min_len is raised)
 NEEDED = {"leave-last-out": (LEAVE_LAST_OUT_MIN_LEN, "leave-last-out needs a train item, a "
                              "valid and a test target"),
@@ -52,13 +59,13 @@ class ETLConfig:
     # user_id: one sequence per user; session_id: one per session. Default: the source's key
     # (a reader's layout fixes it), else user_id.
     key: str | None = None
-    # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
-    # options); when set it replaces `dataset`
-    source: dict | None = None
-    split: str = "leave-last-out"  # or "time-window", or "predefined" (the data says which is which)
+    # a raw file read by seqrec.preprocessing.readers (format, path, columns, options); when set
+    # it replaces `dataset` (a mapping is read as a ReaderConfig)
+    source: ReaderConfig | None = None
+    split: SplitKind = "leave-last-out"  # or "time-window", or "predefined" (the data says which is which)
     # predefined split: one source per split ({train: {...}, valid: {...}, test: {...}}, each a
     # `source` mapping), or `source` plus `split_column`, the column holding train/valid/test
-    sources: dict | None = None
+    sources: dict[str, ReaderConfig] | None = None
     split_column: str | None = None
     window_seconds: int = 86400  # time-window split: one folder per day by default
     valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
@@ -71,10 +78,22 @@ class ETLConfig:
     log_continuous: list[str] = field(default_factory=list)  # log then normalise (e.g. price)
     time_features: bool = False  # hour/weekday sin-cos, day index, seconds since previous
     item_age: bool = False  # seconds since the item's first interaction
+    # pandas: the whole input in memory; dask: parquet partitions streamed through NVTabular's
+    # Dask path (fit, shuffle by key, group), for inputs larger than memory
+    engine: Engine = "pandas"
+    # dask engine: None (threaded scheduler in this process), N (a LocalCluster of N worker
+    # processes) or a running scheduler's address (e.g. a dask-cuda cluster's)
+    cluster: str | int | None = None
+    partition_size: str = PART_SIZE  # dask engine: in-memory size of one partition
 
     def __post_init__(self):
+        if self.source is not None:  # built in code from mappings: read them as the loader does
+            self.source = reader_config(self.source)
+        if self.sources is not None:
+            self.sources = {s: reader_config(c) for s, c in self.sources.items()}
         if self.split not in SPLIT_KINDS:
             raise ValueError(f"split {self.split!r}: choose one of {list(SPLIT_KINDS)}")
+        self._check_engine()
         required = max(self.min_len, NEEDED[self.split][0])
         if self.max_len is not None and self.max_len < required:
             raise ValueError(f"max_len={self.max_len} is below the {required} items a {self.split} "
@@ -86,20 +105,41 @@ class ETLConfig:
                              "`source` with `split_column`, not both")
         if self.split_column is not None and self.source is None:
             raise ValueError("split_column names a column of `source`, which is not set")
-        source_key = reader_config(self.source).key if self.source is not None else None
+        source_key = self.source.key if self.source is not None else None
         if self.sources is not None:
             if sorted(self.sources) != sorted(SPLITS):
                 raise ValueError(f"sources: expected exactly {list(SPLITS)}, got "
                                  f"{sorted(self.sources)}")
-            keys = {s: reader_config(c).key for s, c in self.sources.items()}
+            keys = {s: c.key for s, c in self.sources.items()}
             if len(set(keys.values())) != 1:
                 raise ValueError(f"sources are keyed differently: {keys}")
             source_key = keys["train"]
         if self.key is None:
             self.key = source_key or "user_id"
         elif source_key is not None and self.key != source_key:
-            raise ValueError(f"key {self.key!r} does not match the {self.source['format']} "
+            raise ValueError(f"key {self.key!r} does not match the {self.source.format} "
                              f"source, whose sequences are keyed by {source_key!r}")
+
+
+    def _check_engine(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine {self.engine!r}: choose one of {list(ENGINES)}")
+        if self.engine == "pandas":
+            if self.cluster is not None:
+                raise ValueError("cluster goes with engine: dask")
+            return
+        if self.split == "predefined":
+            raise ValueError("engine: dask does not do predefined splits (their unknown-item "
+                             "handling needs each split in memory); use engine: pandas")
+        if self.source is None or self.source.format != "generic" or not (
+                str(self.source.path).endswith((".parquet", ".pq")) or Path(self.source.path).is_dir()):
+            raise ValueError("engine: dask reads parquet: give etl.source with format: generic "
+                             "and the path of a parquet file or folder (convert text files "
+                             "first, e.g. with engine: pandas or pyarrow)")
+        options = set(self.source.options or {}) - {"key"}
+        if options:
+            raise ValueError(f"engine: dask reads the parquet columns as they are (integer ids, "
+                             f"epoch seconds): source options {sorted(options)} are not applied")
 
 
 @dataclass
@@ -125,9 +165,9 @@ class ETLResult:
 def read_interactions(config: ETLConfig) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """The raw interactions; a {split: frame} mapping for a predefined split from `sources`."""
     if config.sources is not None:
-        return {s: read_raw(reader_config(config.sources[s])) for s in SPLITS}
+        return {s: read_raw(config.sources[s]) for s in SPLITS}
     if config.source is not None:
-        return read_raw(reader_config(config.source))  # key, item_id, timestamp + side columns
+        return read_raw(config.source)  # key, item_id, timestamp + side columns
     if config.dataset == "movielens-100k":
         return read_movielens_100k()
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")
@@ -141,21 +181,34 @@ def run_etl(
 
     interactions: the raw frame (or, for a predefined split, {train, valid, test} frames)."""
     started = time.perf_counter()
+    with dask_cluster(config.cluster):
+        return _run_etl(config, interactions, progress, started)
+
+
+def _run_etl(config: ETLConfig, interactions, progress: bool, started: float) -> ETLResult:
     stages = tqdm(total=3, desc="preprocess", unit="stage", disable=not progress)
     stages.set_postfix_str("read")
-    frame = read_interactions(config) if interactions is None else interactions
     source = _source_name(config)
     columns = (config.key, ITEM_COL, TIME_COL)
-    if config.split == "predefined":
-        if not isinstance(frame, dict):
-            frame = split_by_column(frame, config.split_column, source)
-        check_splits(frame, source)
-        frames = {s: validate_interactions(frame[s], source=f"{source} [{s}]", columns=columns)
-                  for s in SPLITS}
-        fit_frame, rows_in = frames["train"], sum(len(f) for f in frames.values())
+    dataset = frame = None
+    if config.engine == "dask":  # partitions of the parquet source, read as they are needed
+        if interactions is not None:
+            raise ValueError("engine: dask reads etl.source itself; pass no in-memory frame")
+        src = reader_config(config.source)
+        dataset, rows_in = read_interactions_partitioned(src.path, src.columns, config.key,
+                                                         config.partition_size)
     else:
-        frame = validate_interactions(frame, source=source, columns=columns)
-        fit_frame, rows_in = frame, len(frame)
+        frame = read_interactions(config) if interactions is None else interactions
+        if config.split == "predefined":
+            if not isinstance(frame, dict):
+                frame = split_by_column(frame, config.split_column, source)
+            check_splits(frame, source)
+            frames = {s: validate_interactions(frame[s], source=f"{source} [{s}]",
+                                               columns=columns) for s in SPLITS}
+            fit_frame, rows_in = frames["train"], sum(len(f) for f in frames.values())
+        else:
+            frame = validate_interactions(frame, source=source, columns=columns)
+            fit_frame, rows_in = frame, len(frame)
     final = Path(config.output_dir)
     with staged_directory(final) as staging, closing(stages):
         workflow = build_workflow(
@@ -171,7 +224,10 @@ def run_etl(
             item_age=config.item_age,
         )
         stages.set_postfix_str("fit")
-        fit_workflow(workflow, fit_frame)  # predefined: the training split only
+        if dataset is not None:
+            workflow.fit(dataset)  # statistics streamed over the partitions
+        else:
+            fit_workflow(workflow, fit_frame)  # predefined: the training split only
         stages.update()
         stages.set_postfix_str("transform")
         if config.split == "predefined":
@@ -180,10 +236,15 @@ def run_etl(
             windows: list[str] = []
             stages.update()
         else:
-            grouped = transform_frame(workflow, frame)
+            counts = None
+            if dataset is not None:
+                grouped = _group_dask(workflow, dataset, config, staging)
+                counts = key_counts(dataset, config.key) if _needs_counts(config) else None
+            else:
+                grouped = transform_frame(workflow, frame)
             stages.update()
             sequences_in = len(grouped)
-            grouped, reasons, cut = _filter(grouped, frame, config)
+            grouped, reasons, cut = _filter(grouped, frame, config, rows_in=rows_in, counts=counts)
             stages.set_postfix_str("split + write")
             sequences, windows = _write_splits(grouped, config, staging)
         workflow.save(str(staging / WORKFLOW_DIR))
@@ -207,24 +268,46 @@ def run_etl(
     return result
 
 
+def _group_dask(workflow, dataset, config: ETLConfig, staging: Path) -> pd.DataFrame:
+    """Shuffle by key and group partition by partition (parts on disk), then read the grouped
+    sequences back, sorted by key as the in-memory engine gives them: one row per sequence of at
+    most max_len items, so splitting them needs far less memory than the raw rows did."""
+    parts = staging / "grouped"
+    group_partitioned(workflow, dataset, parts, key=config.key, fit=False)
+    grouped = read_grouped(parts, config.key)
+    shutil.rmtree(parts)
+    return grouped
+
+
 def _source_name(config: ETLConfig) -> str:
     if config.sources is not None:
-        return config.sources["train"]["path"]
-    return config.source["path"] if config.source else f"{config.dataset} input"
+        return config.sources["train"].path
+    return config.source.path if config.source else f"{config.dataset} input"
 
 
-def _filter(grouped: pd.DataFrame, frame: pd.DataFrame, config: ETLConfig, prefix: str = ""):
-    """The length filters of one split: (kept sequences, dropped by reason, cut by reason)."""
+def _needs_counts(config: ETLConfig) -> bool:
+    """Per-key raw counts cost a hash of every row: only when a filter or count needs them."""
+    return config.max_session_len is not None or config.remove_repeats
+
+
+def _filter(grouped: pd.DataFrame, frame: pd.DataFrame | None, config: ETLConfig, prefix: str = "",
+            rows_in: int | None = None, counts: pd.Series | None = None):
+    """The length filters of one split: (kept sequences, dropped by reason, cut by reason).
+
+    frame: the raw rows; or, without it (data that never was in memory), `rows_in` and, when
+    `_needs_counts`, the per-key raw `counts`."""
     needed, why = NEEDED[config.split]
-    # per-key raw counts cost a hash of every row: only when a filter or count needs them
-    exact = config.max_session_len is not None or config.remove_repeats
-    lengths = raw_lengths(frame, grouped, config.key) if exact else None
+    exact = _needs_counts(config)
+    if frame is not None:
+        rows_in = len(frame)
+        counts = frame[config.key].value_counts() if exact else None
+    lengths = raw_lengths(counts, grouped, config.key) if exact else None
     kept, reasons, keep = length_filter(grouped, lengths, config.min_len, needed, why,
                                         config.max_session_len, prefix)
     if exact:
         raw_kept = int(lengths[keep].sum())
     else:  # every row is in one list, and a dropped (short) sequence was never cut by max_len
-        raw_kept = len(frame) - int(grouped[LENGTH_COLUMN].to_numpy()[~keep].sum())
+        raw_kept = rows_in - int(grouped[LENGTH_COLUMN].to_numpy()[~keep].sum())
     cut = cut_interactions(raw_kept, kept, config.max_len, config.remove_repeats, prefix)
     return kept, reasons, cut
 

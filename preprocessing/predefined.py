@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .interactions import InteractionError
-from .ops import group_offsets
+from .arrays import group_offsets
 
 SPLITS = ("train", "valid", "test")
 MIN_KNOWN = 2  # a history item and a target

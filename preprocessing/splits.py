@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from .ops import FIRST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX, keep_last_mask, sequences_table
+from . import arrays
+from .arrays import FIRST_SUFFIX, LENGTH_COLUMN, LIST_SUFFIX
+from .ops import sequences_table
 
 LEAVE_LAST_OUT_MIN_LEN = 3  # one train item, a valid target and a test target
 
@@ -13,14 +15,8 @@ LEAVE_LAST_OUT_MIN_LEN = 3  # one train item, a valid target and a test target
 def drop_last(lists: pa.ListArray, n: int) -> pa.ListArray:
     """Remove the last `n` elements of every list (vectorised over the offsets)."""
     offsets = lists.offsets.to_numpy().astype(np.int64)
-    offsets = offsets - offsets[0]
-    values = lists.flatten().to_numpy(zero_copy_only=False)
-    lengths = np.diff(offsets)
-    row_end = np.repeat(offsets[1:], lengths)
-    keep = (row_end - np.arange(len(values))) > n
-    new_lengths = np.maximum(lengths - n, 0)
-    new_offsets = np.concatenate(([0], np.cumsum(new_lengths))).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(new_offsets), pa.array(values[keep]))
+    values, offsets = arrays.drop_last(lists.flatten().to_numpy(zero_copy_only=False), offsets - offsets[0], n)
+    return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
 def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Table]:
@@ -44,7 +40,7 @@ def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Tabl
     return splits
 
 
-__all__ = ["drop_last", "leave_last_out", "keep_last_mask"]
+__all__ = ["drop_last", "leave_last_out"]
 
 
 def window_name(start_seconds: int, window_seconds: int) -> str:

@@ -20,13 +20,10 @@ from nvtabular import ops  # noqa: E402
 
 from merlin.schema import Tags  # noqa: E402
 
-from .ops import LIST_SUFFIX, DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
-
-ITEM_COL, KEY_COL, TIME_COL = "item_id", "user_id", "timestamp"
-ITEM_LIST = ITEM_COL + LIST_SUFFIX
-# Categorify (NVTabular 23.8) reserves 0 for padding, 1 for nulls and 2 for out-of-vocabulary
-# values (one OOV bucket); real items start at 3.
-PAD_ID, NULL_ID, OOV_ID, FIRST_ITEM_ID = 0, 1, 2, 3
+from .arrays import (FIRST_ITEM_ID, ITEM_COL, ITEM_LIST, KEY_COL, NULL_ID, OOV_ID, PAD_ID,  # noqa: E402,F401
+                     TIME_COL, encode_sorted, sorted_vocabulary)
+from .ops import DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
+from .encoding import SortedCategorify  # noqa: E402
 
 
 def build_workflow(
@@ -50,10 +47,10 @@ def build_workflow(
     Items seen fewer than `freq_threshold` times map to the OOV id, like unseen ones.
     """
     out_path = str(categories_dir)
-    items = [ITEM_COL] >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
+    items = [ITEM_COL] >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold) >> ops.TagAsItemID()
     features = items + [key, TIME_COL]
     if categorical:
-        features += list(categorical) >> ops.Categorify(out_path=out_path, freq_threshold=freq_threshold)
+        features += list(categorical) >> SortedCategorify(out_path=out_path, freq_threshold=freq_threshold)
     plain = [c for c in continuous if c not in log_continuous]
     if plain:
         features += plain >> ops.FillMissing() >> ops.Normalize() >> ops.AddTags([Tags.CONTINUOUS])
@@ -92,8 +89,9 @@ def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame, rows_per_partition
 
 
 def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
-    """Apply a fitted workflow to an in-memory frame of raw rows."""
-    return workflow.transform(as_dataset(frame)).to_ddf().compute()
+    """Apply a fitted workflow to an in-memory frame of raw rows: merlin's local executor on the
+    frame itself (a Dask collection of one partition would only add graph building and hashing)."""
+    return workflow.transform(frame)
 
 
 def load_workflow(path: str | Path) -> nvt.Workflow:
@@ -116,12 +114,8 @@ def item_vocabulary(workflow: nvt.Workflow) -> np.ndarray:
 
 def encode_items(vocabulary: np.ndarray, original_ids: np.ndarray) -> np.ndarray:
     """Original ids -> encoded ids via the vocabulary (unknown -> OOV), for checks and tools."""
-    known = vocabulary[FIRST_ITEM_ID:]
-    order = np.argsort(known, kind="stable")
-    pos = np.searchsorted(known, original_ids, sorter=order)
-    pos = np.clip(pos, 0, len(known) - 1)
-    hit = known[order[pos]] == original_ids
-    return np.where(hit, order[pos] + FIRST_ITEM_ID, OOV_ID).astype(np.int64)
+    keys, codes = sorted_vocabulary(vocabulary)
+    return encode_sorted(keys, codes, np.asarray(original_ids, dtype=np.int64)).astype(np.int64)
 
 
 def _nodes(node):

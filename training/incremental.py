@@ -5,21 +5,25 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
+from seqrec.config import structure
+from seqrec.preprocessing.arrays import ITEM_LIST
 
 from .checkpoint import save_checkpoint
-from .features import pad_features, read_feature_lists, side_list_columns, with_cardinalities
-from .metrics import CUTOFFS
-from .model import ModelConfig, SequenceRecommender
-from .trainer import evaluate, evaluate_popularity, run_epoch, training_units
+from .data import Ragged, keep_rows, read_columns
+from .evaluation import CUTOFFS, evaluate, evaluate_popularity
+from .features import feature_columns, side_list_columns
+from .loop import STATE_FILE, Precision, Trainer, check_run_options, workflow_facts
+from .model import ModelConfig
+
+SPLITS = ("train", "valid", "test")
 
 
 @dataclass
@@ -31,12 +35,17 @@ class IncrementalConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     seed: int = 42
-    eval_split: str = "test"  # which sessions of window t+1 are scored
+    eval_split: Literal["valid", "test"] = "test"  # which sessions of window t+1 are scored
     eval_exclude_seen: bool = False
-    model: dict = field(default_factory=dict)
+    steps_per_epoch: int | None = None  # cap on the optimizer steps of one epoch
+    resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
+    device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present)
+    precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
-        ModelConfig.check_options(self.model)
+        self.model = structure(ModelConfig, self.model, "model")
+        check_run_options(self.precision, self.device)
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")
 
@@ -49,64 +58,68 @@ def window_dirs(data_dir: str | Path) -> list[Path]:
     return windows
 
 
-def _rows(window: Path, split: str, side_columns: list[str]) -> pd.DataFrame:
-    """One split of one window: item lists (and side-feature lists), sequences of >= 2 items."""
-    frame = pd.read_parquet(window / f"{split}.parquet", columns=[ITEM_LIST, *side_columns])
-    return frame[frame[ITEM_LIST].map(len) >= 2].reset_index(drop=True)
+def _read(window: Path, split: str, columns: list[str]) -> dict[str, Ragged]:
+    """One split of one window as list columns, sequences of >= 2 items."""
+    data = read_columns(window / f"{split}.parquet", columns)
+    return keep_rows(data, np.flatnonzero(data[ITEM_LIST].lengths >= 2))
 
 
-class _Window:
-    """A window's sequences as item lists plus their side features (when the model has any)."""
-
-    def __init__(self, frames: list[pd.DataFrame], model: SequenceRecommender):
-        frame = pd.concat(frames, ignore_index=True)
-        self.lists = list(frame[ITEM_LIST])
-        self.features = read_feature_lists(frame, model.cfg.side) or None
-
-    def units(self, model: SequenceRecommender, max_len: int):
-        matrix, rows, ends = training_units(model, self.lists, max_len)
-        return matrix, rows, ends, pad_features(model.cfg.side, self.features, max_len)
+def _concat(parts: list[dict[str, Ragged]]) -> dict[str, Ragged]:
+    return {c: Ragged.concat([p[c] for p in parts]) for c in parts[0]}
 
 
 def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
+    """Window by window: `epochs_per_window` epochs on all of window t, then evaluation on window
+    t+1 (never trained on yet); the last window is trained on too (the model served next)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed)
     windows = window_dirs(cfg.data_dir)
-    workflow = load_workflow(Path(cfg.data_dir) / "workflow")
-    num_items = len(item_vocabulary(workflow))
-    model_options = with_cardinalities(cfg.model, workflow.output_schema)  # side features, if any
-    side_columns = side_list_columns(model_options)
-    data = {w.name: {s: _rows(w, s, side_columns) for s in ("train", "valid", "test")} for w in windows}
-    max_len = max(int(f[ITEM_LIST].map(len).max()) for parts in data.values() for f in parts.values() if len(f))
-    model = SequenceRecommender(ModelConfig(num_items=num_items, max_len=max_len, **model_options))
-    whole = {name: _Window(list(parts.values()), model) for name, parts in data.items()}
-    if model.side is not None:  # standardised with the FIRST window only: later ones are future
-        model.side.set_statistics({c: np.concatenate(v) for c, v in whole[windows[0].name].features.items()})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    num_items, model_options = workflow_facts(cfg.data_dir, cfg.model)  # side cardinalities, if any
+    columns = [ITEM_LIST, *side_list_columns(model_options)]
+    data = {w.name: {s: _read(w, s, columns) for s in SPLITS} for w in windows}
+    max_len = max(int(d[ITEM_LIST].lengths.max(initial=0)) for parts in data.values() for d in parts.values())
+    model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
+    # The whole of window t is in the past once t+1 is evaluated: train on all of it.
+    whole = {name: _concat(list(parts.values())) for name, parts in data.items()}
+    first = whole[windows[0].name]  # standardised with the FIRST window only: later ones are future
+    trainer = Trainer(model_cfg, first[ITEM_LIST], feature_columns(first, model_cfg.side), seed=cfg.seed,
+                      lr=cfg.lr, weight_decay=cfg.weight_decay, device=cfg.device, batch_size=cfg.batch_size,
+                      steps_per_epoch=cfg.steps_per_epoch, precision=cfg.precision)
+    model = trainer.model
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    seen: list[np.ndarray] = []  # everything trained on so far, for the popularity baseline
-    per_window = []
-    bar = tqdm(windows[:-1], desc="windows", unit="window", disable=not progress)
-    for current, following in zip(bar, windows[1:]):
-        # The whole of window t is in the past once t+1 is evaluated: train on all of it.
-        matrix, rows, ends, side = whole[current.name].units(model, max_len)
-        losses = [run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size, features=side)
-                  for _ in range(cfg.epochs_per_window)]
-        seen.extend(whole[current.name].lists)
-        target = _Window([data[following.name][cfg.eval_split]], model)
-        eval_lists = target.lists
-        metrics = evaluate(model, eval_lists, exclude_seen=cfg.eval_exclude_seen, features=target.features)
-        popularity = evaluate_popularity(seen, eval_lists, num_items, cfg.eval_exclude_seen)
+    state_file = out / STATE_FILE
+    # progress: epochs done (over all windows), the finished windows' reports, this window's losses
+    done, per_window, losses = 0, [], []
+    state = trainer.load_state(state_file) if cfg.resume else None
+    if state is not None:
+        done, per_window, losses = state["epochs_done"], state["windows"], state["window_losses"]
+    bar = tqdm(list(enumerate(windows)), desc="windows", unit="window", disable=not progress)
+    for index, current in bar:
+        part = whole[current.name]
+        examples = None
+        for epoch in range(cfg.epochs_per_window):
+            if index * cfg.epochs_per_window + epoch < done:
+                continue  # trained before the run was resumed
+            examples = examples or trainer.units(part[ITEM_LIST], feature_columns(part, model_cfg.side) or None)
+            losses.append(trainer.epoch(examples))
+            done += 1
+            trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
+        if index + 1 == len(windows) or index < len(per_window):
+            continue  # the last window is not evaluated; an earlier one was before resuming
+        following = windows[index + 1]
+        target = data[following.name][cfg.eval_split]
+        metrics = evaluate(model, target[ITEM_LIST], exclude_seen=cfg.eval_exclude_seen,
+                           features=feature_columns(target, model_cfg.side) or None)
+        seen = Ragged.concat([whole[w.name][ITEM_LIST] for w in windows[: index + 1]])
+        popularity = evaluate_popularity(seen, target[ITEM_LIST], num_items, cfg.eval_exclude_seen)
         per_window.append({"trained_on": current.name, "evaluated_on": following.name,
-                           "sessions": len(eval_lists), "loss": losses[-1],
+                           "sessions": len(target[ITEM_LIST]), "loss": losses[-1],
                            "model": metrics, "popularity": popularity})
+        losses = []
+        trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
-    # The final model has also seen the last window: it is what would be served next.
-    matrix, rows, ends, side = whole[windows[-1].name].units(model, max_len)
-    for _ in range(cfg.epochs_per_window):
-        run_epoch(model, optimizer, matrix, rows, ends, generator, cfg.batch_size, features=side)
     save_checkpoint(model, out)
     names = per_window[0]["model"].keys()
     report = {

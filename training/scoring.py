@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
+from seqrec.preprocessing.arrays import FIRST_ITEM_ID, PAD_ID
 
-from .data import pad_right
+from .data import as_ragged, pad_right
 from .features import check_aligned, pad_features
 from .tasks.base import MASK_ID
 
@@ -117,7 +117,8 @@ def scorer_inputs(model, histories: Sequence[np.ndarray], features: dict | None 
                   exclude: Sequence[Sequence[int]] | None = None):
     """Ragged encoded histories (+ side features, + encoded exclusions per row) -> the scorer's
     (items [B, T], exclude [B, E], side) tensors on the model's device, nothing cut off."""
-    if any(len(h) == 0 for h in histories):
+    histories = as_ragged(histories)
+    if (histories.lengths == 0).any():
         raise ValueError("every history needs at least one item")
     device = next(model.parameters()).device
     items = pad_right(histories).to(device)

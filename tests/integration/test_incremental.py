@@ -106,3 +106,69 @@ def test_incremental_training_reads_side_features(tmp_path):
     assert mrr["side"] > mrr["items"] + 0.1, mrr  # it knows the step, not just the two candidates
     assert side["windows"][-1]["model"]["mrr@10"] > 0.95  # the right one first, nearly always
     assert (tmp_path / "side" / "incremental.png").is_file()
+
+
+@pytest.fixture(scope="module")
+def tiny_windows(tmp_path_factory):
+    data = tmp_path_factory.mktemp("windows") / "data"
+    run_etl(ETLConfig(output_dir=str(data), key="session_id", split="time-window", min_len=2,
+                      max_len=20, valid_fraction=0.2, test_fraction=0.2),
+            interactions=chained_sessions(days=3, per_day=120), progress=False)
+    return data
+
+
+def _tiny(data, out, **options):
+    return IncrementalConfig(data_dir=str(data), output_dir=str(out), epochs_per_window=2, batch_size=16,
+                             **{"model": {"d_model": 16, "n_layers": 1}, **options})  # GPT-2 CLM, dropout 0.2
+
+
+def _optimizer_steps(out) -> int:
+    import torch
+
+    from seqrec.training.loop import STATE_FILE
+
+    state = torch.load(out / STATE_FILE, weights_only=False)["optimizer"]["state"]
+    return int(next(iter(state.values()))["step"])
+
+
+@pytest.mark.slow
+def test_incremental_steps_per_epoch_caps_every_epoch(tiny_windows, tmp_path):
+    capped = train_incremental(_tiny(tiny_windows, tmp_path / "capped", steps_per_epoch=1), progress=False)
+    windows = len(capped["windows"]) + 1  # the last window is trained on, not evaluated
+    assert windows >= 3 and _optimizer_steps(tmp_path / "capped") == windows * 2  # 2 epochs x 1 step
+    train_incremental(_tiny(tiny_windows, tmp_path / "full"), progress=False)
+    assert _optimizer_steps(tmp_path / "full") > windows * 2 * 2
+
+
+@pytest.mark.slow
+def test_incremental_resume_continues_exactly_where_it_stopped(tiny_windows, tmp_path, monkeypatch):
+    import torch
+
+    from seqrec.training import loop
+    from seqrec.training.checkpoint import load_checkpoint
+
+    straight = train_incremental(_tiny(tiny_windows, tmp_path / "straight", steps_per_epoch=3), progress=False)
+
+    class Stop(Exception):
+        pass
+
+    epoch, calls = loop.Trainer.epoch, []
+
+    def stop_at_the_fourth(self, examples):  # window 0 (2 epochs), its evaluation, 1 epoch of window 1
+        calls.append(1)
+        if len(calls) == 4:
+            raise Stop
+        return epoch(self, examples)
+
+    monkeypatch.setattr(loop.Trainer, "epoch", stop_at_the_fourth)
+    with pytest.raises(Stop):
+        train_incremental(_tiny(tiny_windows, tmp_path / "resumed", steps_per_epoch=3), progress=False)
+    monkeypatch.setattr(loop.Trainer, "epoch", epoch)
+    resumed = train_incremental(_tiny(tiny_windows, tmp_path / "resumed", steps_per_epoch=3, resume=True),
+                                progress=False)
+    assert resumed["windows"] == straight["windows"]
+    a, b = (load_checkpoint(tmp_path / name).state_dict() for name in ("straight", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # without resume the same folder starts over (and still ends with the same model)
+    again = train_incremental(_tiny(tiny_windows, tmp_path / "resumed", steps_per_epoch=3), progress=False)
+    assert again["windows"] == straight["windows"]

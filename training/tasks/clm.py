@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqrec.preprocessing.workflow import PAD_ID
+from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, CAUSAL
 from ..features import map_features

@@ -1,0 +1,85 @@
+"""Categorify with a numpy transform: the same fit, the same saved vocabulary, the same codes.
+
+Stock Categorify encodes with a pandas merge of every row against the vocabulary followed by a
+sort back into row order (~1.3 s per column of 10M rows). Integer columns here go through the
+saved vocabulary as sorted arrays instead: a direct-address table when the ids span a small range
+(a gather per row), else a binary search. Anything else (text, nullable, lists, hashed buckets)
+keeps the stock transform. The unique-value files are Categorify's own, so everything reading
+them (item_vocabulary, the exported lookups) is unchanged.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from merlin.dag import ColumnSelector
+from nvtabular import ops
+
+from .arrays import OOV_ID, encode_sorted
+
+# a direct-address table is used when the ids span at most this many slots per known id
+# (or 2**20 slots in all): int32 codes, so at worst 4 * 4 bytes per known id
+TABLE_SLOTS_PER_ID = 4
+
+
+class SortedCategorify(ops.Categorify):
+    """`nvtabular.ops.Categorify` (fit, saved files, codes), transforming integer columns with
+    numpy."""
+
+    def __getstate__(self):  # the loaded vocabularies are a cache, not part of the saved op
+        state = dict(self.__dict__)
+        state.pop("_vocabularies", None)
+        return state
+
+    def transform(self, col_selector: ColumnSelector, df):
+        fast = [c for c in col_selector.names if self._numpy_column(df, c)]
+        if len(fast) < len(col_selector.names) or not isinstance(df, pd.DataFrame):
+            return super().transform(col_selector, df)  # the stock path for every other case
+        return pd.DataFrame({c: self._encode(c, df[c].to_numpy()) for c in fast}, index=df.index)
+
+    def _numpy_column(self, df, name) -> bool:
+        simple = (self.num_buckets is None and not self.single_table and not self.max_size
+                  and self.storage_name.get(name, name) == name)
+        return simple and isinstance(df, pd.DataFrame) and isinstance(df[name].dtype, np.dtype) \
+            and df[name].dtype.kind in "iu"
+
+    def _encode(self, name: str, values: np.ndarray) -> np.ndarray:
+        vocabularies = self.__dict__.setdefault("_vocabularies", {})
+        path = self.categories[name]
+        if path not in vocabularies:
+            vocabularies[path] = IntegerVocabulary.read(path, name)
+        return vocabularies[path].encode(values)
+
+
+class IntegerVocabulary:
+    """Raw integer ids -> codes (unknown -> OOV) from a Categorify unique-value file, whose index
+    is the code."""
+
+    def __init__(self, ids: np.ndarray, codes: np.ndarray):
+        order = np.argsort(ids, kind="stable")
+        self.ids, self.codes = ids[order].astype(np.int64), codes[order].astype(np.int64)
+        self.table = None
+        if len(self.ids):
+            low, span = int(self.ids[0]), int(self.ids[-1]) - int(self.ids[0]) + 1
+            if span <= max(TABLE_SLOTS_PER_ID * len(self.ids), 1 << 20):
+                self.low = low
+                self.table = np.full(span, OOV_ID, dtype=np.int32)
+                self.table[self.ids - low] = self.codes
+
+    @classmethod
+    def read(cls, path, name: str) -> "IntegerVocabulary":
+        uniques = pd.read_parquet(path, columns=[name])[name]
+        uniques = uniques[uniques.notna()]
+        return cls(uniques.to_numpy().astype(np.int64), uniques.index.to_numpy())
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        values = np.asarray(values)
+        if self.table is None:
+            if len(self.ids) == 0:
+                return np.full(len(values), OOV_ID, dtype=np.int64)
+            return encode_sorted(self.ids, self.codes, values)
+        slot = values.astype(np.int64, copy=False) - self.low
+        inside = (slot >= 0) & (slot < len(self.table))
+        codes = self.table.take(slot, mode="clip").astype(np.int64)
+        if not inside.all():
+            codes[~inside] = OOV_ID
+        return codes

@@ -1,0 +1,125 @@
+"""Offline evaluation: ranking metrics from top-k lists (NDCG, Recall, MRR, MAP at k), the model's
+evaluation through recommend(), the popularity baseline, and AUC for binary scores (the RTD
+discriminator).
+
+Everything works on whole arrays: histories and targets are cut from values + offsets, and the
+"popularity without the items already seen" baseline is computed over chunks of rows against a
+short candidate list, never as a [sessions, items] matrix (1M sessions x 100k items would be
+100 GB of booleans).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from seqrec.preprocessing.arrays import FIRST_ITEM_ID, row_ids
+
+from . import distributed
+from .data import Rows, as_ragged, split_history_target
+from .recommend import recommend
+
+CUTOFFS = (10, 20)
+CHUNK_ROWS = 8192  # rows per chunk of the unseen-popularity baseline: [chunk, k + longest] arrays
+
+
+def ranking_metrics(top_ids: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -> dict[str, float]:
+    """top_ids: [B, K] best first (K >= max cutoff); targets: [B]. Means over rows."""
+    hits = top_ids == targets[:, None]
+    rank = np.where(hits.any(axis=1), hits.argmax(axis=1), np.iinfo(np.int64).max)  # 0-based
+    out = {}
+    for k in cutoffs:
+        found = rank < k
+        r = np.minimum(rank, k).astype(float)
+        out[f"ndcg@{k}"] = float(np.mean(np.where(found, 1.0 / np.log2(r + 2.0), 0.0)))
+        out[f"recall@{k}"] = float(np.mean(found))
+        out[f"mrr@{k}"] = float(np.mean(np.where(found, 1.0 / (r + 1.0), 0.0)))
+        # AP@k = sum_i precision@i * rel_i / min(k, #relevant); with the one held-out target as
+        # the only relevant item it is 1 / (rank + 1), i.e. equal to MRR@k (kept for comparison
+        # with tables that report MAP).
+        out[f"map@{k}"] = float(np.mean(np.where(found, 1.0 / (r + 1.0), 0.0)))
+    return out
+
+
+def popularity_counts(train_rows: Rows, num_items: int, first_item_id: int = FIRST_ITEM_ID) -> np.ndarray:
+    """Training count of every encoded id (float); reserved ids -inf, so they rank last."""
+    counts = np.bincount(as_ragged(train_rows).values.astype(np.int64), minlength=num_items).astype(float)
+    counts[:first_item_id] = -np.inf
+    return counts
+
+
+def popularity_top(train_rows: Rows, num_items: int, first_item_id: int, k: int) -> np.ndarray:
+    """The k most frequent training items (encoded ids), the popularity baseline's answer."""
+    return np.argsort(-popularity_counts(train_rows, num_items, first_item_id), kind="stable")[:k]
+
+
+def popularity_top_unseen(counts: np.ndarray, histories: Rows, k: int,
+                          chunk_rows: int = CHUNK_ROWS) -> np.ndarray:
+    """Per row, the k most frequent items not in that row's history: [B, k].
+
+    A row's answer lies among the k + len(history) most popular items, so only those candidates
+    are compared with the history, a chunk of rows at a time."""
+    histories = as_ragged(histories)
+    longest = int(histories.lengths.max(initial=0))
+    candidates = np.argsort(-counts, kind="stable")[: k + longest]
+    rank_of = np.full(len(counts), -1, dtype=np.int64)  # encoded id -> its candidate column
+    rank_of[candidates] = np.arange(len(candidates))
+    out = np.empty((len(histories), min(k, len(candidates))), dtype=np.int64)
+    for start in range(0, len(histories), chunk_rows):
+        part = histories[start:start + chunk_rows]
+        column = rank_of[part.values.astype(np.int64)]
+        rows = row_ids(part.offsets)
+        seen = np.zeros((len(part), len(candidates)), dtype=bool)
+        seen[rows[column >= 0], column[column >= 0]] = True
+        # Stable sort moves the unseen candidates first, keeping their popularity order.
+        out[start:start + len(part)] = candidates[np.argsort(seen, axis=1, kind="stable")[:, :k]]
+    return out
+
+
+def evaluate(model, rows: Rows, batch_size: int = 256, exclude_seen: bool = False,
+             features: dict | None = None, ctx: distributed.Context = distributed.SINGLE) -> dict[str, float]:
+    """Metrics for the last item of each row given everything before it, via recommend() over
+    the full catalogue (the model never receives the target, nor its side features). Under
+    torchrun each rank scores its shard of the rows (with their features)."""
+    rows = as_ragged(rows)
+    features = features and {c: as_ragged(v) for c, v in features.items()}
+    if ctx.active:  # shard row indices: the rows and their features are cut alike
+        return distributed.sharded_mean(ctx, lambda index: evaluate(
+            model, rows.take(index), batch_size, exclude_seen,
+            features and {c: v.take(index) for c, v in features.items()}), range(len(rows)))
+    histories, targets = split_history_target(rows)
+    side = features and {c: v.drop_last(1) for c, v in features.items()}
+    tops = [
+        recommend(model, histories[i : i + batch_size], k=max(CUTOFFS), exclude_seen=exclude_seen,
+                  features=side and {c: v[i : i + batch_size] for c, v in side.items()})[0]
+        for i in range(0, len(histories), batch_size)
+    ]
+    return ranking_metrics(np.concatenate(tops), targets)
+
+
+def evaluate_popularity(train_rows: Rows, eval_rows: Rows, num_items: int,
+                        exclude_seen: bool = False) -> dict[str, float]:
+    """The popularity baseline (most frequent training items) on the same targets as evaluate()."""
+    histories, targets = split_history_target(eval_rows)
+    if exclude_seen:
+        counts = popularity_counts(train_rows, num_items, FIRST_ITEM_ID)
+        return ranking_metrics(popularity_top_unseen(counts, histories, max(CUTOFFS)), targets)
+    top = popularity_top(train_rows, num_items, FIRST_ITEM_ID, max(CUTOFFS))
+    return ranking_metrics(np.broadcast_to(top, (len(targets), len(top))), targets)
+
+
+def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC AUC by the rank statistic (ties get their average rank)."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    pos, neg = labels.sum(), (~labels).sum()
+    if pos == 0 or neg == 0:
+        raise ValueError("AUC needs both positive and negative labels")
+    order = np.argsort(scores, kind="stable")
+    ranks = np.empty(len(scores))
+    ranks[order] = np.arange(1, len(scores) + 1)
+    # average the ranks of tied scores
+    uniq, inverse = np.unique(scores, return_inverse=True)
+    ranks = (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
+    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+
+
+__all__ = ["CUTOFFS", "ranking_metrics", "popularity_counts", "popularity_top",
+           "popularity_top_unseen", "evaluate", "evaluate_popularity", "binary_auc"]

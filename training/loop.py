@@ -1,0 +1,192 @@
+"""What `train` and `incremental` share: reading the workflow's facts, building the model and its
+optimizer on the configured device, the epoch over (row, end) training examples, and the
+training state written after every epoch so a run can resume where it stopped."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Literal, get_args
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import distributed
+from .data import Rows, as_ragged, gather_units, pad_right
+from .features import map_features, pad_features, with_cardinalities
+from .model import ModelConfig, SequenceRecommender
+
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = get_args(Precision)
+LR_DECAYS = ("none", "linear", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based): a linear warm-up
+    over `warmup_steps`, then constant, or a linear / cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "none" or total_steps <= warmup_steps:
+        return 1.0
+    done = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
+    return 1.0 - done if decay == "linear" else 0.5 * (1.0 + np.cos(np.pi * done))
+STATE_FILE = "trainer_state.pt"
+
+
+def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
+    """The configured device, checked; under torchrun each rank takes cuda:LOCAL_RANK."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and not name.startswith("cuda"):
+        raise ValueError(f"device {name!r}: choose cpu, cuda, cuda:N or auto")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {name!r}: this torch build or machine has no CUDA device "
+                             "(use device: cpu or auto)")
+        if ctx.active:
+            name = f"cuda:{ctx.local_rank}"
+    return torch.device(name)
+
+
+def check_run_options(precision: str, device: str) -> None:
+    """Config-time checks of the options both loops take."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: choose from {PRECISIONS}")
+    resolve_device(device)  # a CUDA device on a machine without one fails here
+
+
+def workflow_facts(data_dir: str | Path, model_options: ModelConfig) -> tuple[int, ModelConfig]:
+    """(size of the encoded id space, the model config with the side features' cardinalities) from
+    the saved workflow. The only place training reads it, so NVTabular is imported here alone."""
+    from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+
+    workflow = load_workflow(Path(data_dir) / "workflow")
+    return len(item_vocabulary(workflow)), with_cardinalities(model_options, workflow.output_schema)
+
+
+@dataclass
+class Examples:
+    """Training examples: (row, end) pairs into one padded matrix (see Task.training_units), and
+    the side-feature matrices shaped like it (None for an item-only model)."""
+
+    matrix: torch.Tensor
+    rows: torch.Tensor
+    ends: torch.Tensor
+    side: dict | None = None
+
+
+def training_units(model: SequenceRecommender, rows: Rows, max_len: int, features: dict | None = None) -> Examples:
+    """The padded training matrix and its (row, end) examples for the model's task."""
+    rows = as_ragged(rows)
+    matrix = pad_right(rows, max_len)
+    unit_rows, unit_ends = model.task.training_units(np.minimum(rows.lengths, max_len))
+    return Examples(matrix, torch.from_numpy(unit_rows), torch.from_numpy(unit_ends),
+                    pad_features(model.cfg.side, features, max_len))
+
+
+def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
+              steps_per_epoch: int | None = None, features: dict | None = None,
+              step_loss: distributed.StepLoss | None = None, precision: str = "fp32",
+              scheduler=None) -> float:
+    """One pass over the (shuffled, optionally capped) training examples; the mean loss.
+    `batch_size` is the global batch: under torchrun each rank trains on its slice of it.
+    features: side-feature matrices shaped like `matrix`, gathered with the same examples."""
+    model.train()
+    step_loss = step_loss or distributed.StepLoss(model, distributed.SINGLE)
+    device = next(model.parameters()).device
+    # bf16 autocast needs no loss scaling (fp16 would); parameters and optimizer stay fp32
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+    order = torch.randperm(len(unit_rows), generator=generator)
+    if steps_per_epoch:
+        order = order[: steps_per_epoch * batch_size]
+    total, steps = 0.0, 0
+    for i in range(0, len(order), batch_size):
+        pick = order[i : i + batch_size]
+        rows, ends = unit_rows[pick], unit_ends[pick]
+        with autocast:  # the batch is gathered on the CPU, then moved: the matrix stays in host memory
+            loss, value = step_loss(
+                lambda part: (gather_units(matrix, rows[part], ends[part]).to(device),
+                              map_features(features, lambda f: gather_units(f, rows[part], ends[part]).to(device))),
+                len(pick))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        total, steps = total + value, steps + 1
+    return distributed.all_sum(step_loss.ctx, [total])[0] / max(steps, 1)
+
+
+class Trainer:
+    """The model, its optimizer and the epoch's random stream on one device, for either loop.
+
+    Built in one order (model, statistics, device, optimizer, sampler), so a seed gives the same
+    run whichever loop builds it."""
+
+    def __init__(self, model_cfg: ModelConfig, statistics_rows: Rows, statistics_features: dict | None, *,
+                 seed: int, lr: float, weight_decay: float, device: str, batch_size: int,
+                 steps_per_epoch: int | None = None, precision: str = "fp32",
+                 ctx: distributed.Context = distributed.SINGLE):
+        """statistics_*: the rows whose side-feature values standardise the continuous columns
+        and whose item counts drive sampled negatives (the training split, or the first window)."""
+        self.ctx = ctx
+        self.device = resolve_device(device, ctx)
+        self.model = model = SequenceRecommender(model_cfg)
+        if model.side is not None:
+            model.side.set_statistics({c: as_ragged(v).values for c, v in statistics_features.items()})
+        if model_cfg.loss == "sampled":
+            values = torch.from_numpy(as_ragged(statistics_rows).values.astype(np.int64))
+            model.set_item_counts(torch.bincount(values, minlength=model_cfg.num_items))
+        model.to(self.device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.step_loss = distributed.StepLoss(model, ctx)  # DDP under torchrun; model.loss otherwise
+        self.generator = torch.Generator().manual_seed(seed)
+        self.batch_size, self.steps_per_epoch, self.precision = batch_size, steps_per_epoch, precision
+        self.scheduler = None
+
+    def schedule(self, examples: "Examples", epochs: int, warmup_steps: int, decay: str) -> None:
+        """A per-batch learning-rate schedule: linear warm-up over `warmup_steps`, then constant
+        or a linear / cosine decay to 0 at the end of `epochs` epochs over `examples`."""
+        steps = -(-len(examples.rows) // self.batch_size)
+        total = epochs * min(steps, self.steps_per_epoch or steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: lr_factor(step, warmup_steps, total, decay))
+
+    def units(self, rows: Rows, features: dict | None = None) -> Examples:
+        return training_units(self.model, rows, self.model.cfg.max_len, features)
+
+    def epoch(self, examples: Examples) -> float:
+        """One epoch over the examples; the mean training loss."""
+        return run_epoch(self.model, self.optimizer, examples.matrix, examples.rows, examples.ends,
+                         self.generator, self.batch_size, self.steps_per_epoch, examples.side,
+                         self.step_loss, self.precision, self.scheduler)
+
+    def save_state(self, path: Path, **progress) -> None:
+        """The full training state (not the best weights) plus the loop's own progress; written
+        aside and renamed, never half-written. Only the main process writes."""
+        if not self.ctx.main:
+            return
+        state = dict(progress, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                     generator=self.generator.get_state(), torch_rng=torch.get_rng_state())
+        if self.scheduler is not None:
+            state["scheduler"] = self.scheduler.state_dict()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+
+    def load_state(self, path: Path) -> dict | None:
+        """Restore a saved state; the loop's progress, or None when there is none to resume."""
+        if not path.is_file():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        self.model.load_state_dict(state.pop("model"))
+        self.optimizer.load_state_dict(state.pop("optimizer"))
+        self.generator.set_state(state.pop("generator"))
+        torch.set_rng_state(state.pop("torch_rng"))
+        scheduler = state.pop("scheduler", None)  # states written before schedules existed had none
+        if self.scheduler is not None and scheduler is not None:
+            self.scheduler.load_state_dict(scheduler)
+        return state
