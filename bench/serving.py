@@ -198,11 +198,13 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
     import torch
 
     from seqrec.client import contract as C
+    from seqrec.model_repository.contract import read_config
+    from seqrec.model_repository.export import versions
     from seqrec.model_repository.lookup import ItemLookup
     from seqrec.model_repository.runtime import Preprocessor, Ranker
 
     torch.set_num_threads(1)
-    here = repo / C.MODEL / "1"
+    here = repo / C.MODEL / str(versions(repo / C.MODEL)[-1])  # the version served
 
     def us(fn, n=200):
         fn()
@@ -211,7 +213,7 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
             fn()
         return round((time.perf_counter() - t0) / n * 1e6, 1)
 
-    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / "1"))
+    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / str(versions(repo / C.PREPROCESS)[-1])))
     ranker = Ranker(np.load(here / "item_vocabulary.npy"), 10)
     good = [items for _, items, bad in requests if not bad]
     out: dict = {}
@@ -220,8 +222,11 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
         lengths = np.array([[min(len(s), 50)] for s in good[:n]])
         get = {C.ITEM_IDS.name: batch, C.LENGTHS.name: lengths}.get
         step = pre.run([pre.parse(get)])[0]
-        args = (torch.from_numpy(step[C.ENCODED_ITEMS.name]), torch.from_numpy(step[C.EXCLUDE_ENCODED.name]),
-                torch.empty((10, 0)), None)
+        items = step[C.ENCODED_ITEMS.name]
+        window = min(items.shape[1], int(read_config(repo / C.MODEL / "config.pbtxt")
+                                          .parameters["window"].string_value))
+        args = (torch.from_numpy(items), torch.from_numpy(step[C.EXCLUDE_ENCODED.name]),
+                torch.empty((10, 0)), None, torch.empty((window, 0)))
         part = {"preprocess_runtime": us(lambda: pre.run([pre.parse(get)])),
                 "ranker_gather": us(lambda: ranker.gather([step]))}
         with torch.inference_mode():

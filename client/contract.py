@@ -55,15 +55,15 @@ SIDE_INPUT_MEANING = ("raw value of each interaction, aligned with item_ids (req
 SIDE_INPUT_DTYPES = ("INT64", "FP32", "BYTES")
 
 # Between the preprocessing step and the model step.
-ENCODED_ITEMS = Tensor("encoded_items", "INT64", (-1,), True, "encoded ids, 0-padded; a bad row all 0")
+ENCODED_ITEMS = Tensor("encoded_items", "INT64", (-1,), True,
+                       "encoded ids, 0-padded; a bad row all 0 (so not scored: no row_ok tensor to move)")
 EXCLUDE_ENCODED = Tensor("exclude_encoded", "INT64", (-1,), True, "encoded exclusions (unknown -> 0)")
 TOP_K = Tensor("top_k", "INT64", (1,), True, "the checked k (0: the exported default)")
-ROW_OK = Tensor("row_ok", "BOOL", (1,), True, "false: a bad row, not scored")
 SIDE_CATEGORICAL = Tensor("side_categorical", "INT64", (-1, -1), True,
                           "[T, C] categorical codes aligned with encoded_items, model's column order")
 SIDE_CONTINUOUS = Tensor("side_continuous", "FP32", (-1, -1), True,
                          "[T, F] continuous values aligned with encoded_items, model's column order")
-STEP_TENSORS = (ENCODED_ITEMS, EXCLUDE_ENCODED, TOP_K, ROW_OK)
+STEP_TENSORS = (ENCODED_ITEMS, EXCLUDE_ENCODED, TOP_K)
 MODEL_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES)
 
 

@@ -33,6 +33,7 @@ import pandas as pd
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.features import list_column
+from seqrec.training.scoring import Scorer
 
 from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS, MODEL,
                                     MODEL_OUTPUTS, PREPROCESS, ROW_ERRORS, STEP_TENSORS)
@@ -166,6 +167,8 @@ def export_repository(cfg: ExportConfig) -> Path:
                                 compile=cfg.compile_scorer)
         params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
                   "torch_threads": str(cfg.torch_threads),
+                  # the scorer's widest window: the step runs min(this, batch width)
+                  "window": str(Scorer(model).keep),
                   "scorer": COMPILED_FILE if cfg.compile_scorer else SCORER_FILE}
         if why_not:
             if not cfg.allow_fallback:

@@ -150,7 +150,7 @@ class Preprocessor:
     def _outputs(self, r: Request, encoded, starts, enc_lengths, side):
         errors = self.row_errors(r, enc_lengths)
         ok = errors == ""
-        enc_lengths = np.where(ok, enc_lengths, 0)  # a bad row reaches the model step empty
+        enc_lengths = np.where(ok, enc_lengths, 0)  # a bad row reaches the model step empty (see scored)
         width = max(int(enc_lengths.max(initial=0)), 1)  # never a 0-wide tensor
         cols = np.arange(width)
         mask = cols < enc_lengths[:, None]
@@ -163,7 +163,7 @@ class Preprocessor:
             exclude = self.lookup.encode_items(r.exclude.reshape(-1)).reshape(r.exclude.shape)
             exclude[exclude < FIRST_ITEM_ID] = PAD_ID  # unknown ids: nothing to exclude
         out = {C.ENCODED_ITEMS.name: items, C.EXCLUDE_ENCODED.name: exclude,
-               C.TOP_K.name: r.k.reshape(-1, 1), C.ROW_OK.name: ok.reshape(-1, 1),
+               C.TOP_K.name: r.k.reshape(-1, 1),
                C.ROW_ERRORS.name: np.array([e.encode() for e in errors], dtype=object).reshape(-1, 1)}
         if side is not None:  # the same right-padding for the side features
             for spec, values in zip((C.SIDE_CATEGORICAL, C.SIDE_CONTINUOUS), side):
@@ -172,6 +172,12 @@ class Preprocessor:
                     padded[mask] = values[at]
                     out[spec.name] = padded
         return out
+
+
+def scored(items: np.ndarray) -> np.ndarray:
+    """[N, T] encoded step rows -> [N] rows to score: a good row has at least one known item
+    (first), a bad one reaches the model step all PAD_ID."""
+    return items[:, 0] != PAD_ID
 
 
 def _stack(arrays: list[np.ndarray], fill) -> np.ndarray:
@@ -220,9 +226,10 @@ class Ranker:
             ks.append(min(k if k > 0 else self.default_k, self.catalogue))
         side = {key: _stack([r[name] for r in requests], 0)
                 for name, key in self.SIDE if key in self.side_keys}
-        return Batch(items=_stack([r[C.ENCODED_ITEMS.name] for r in requests], PAD_ID),
+        items = _stack([r[C.ENCODED_ITEMS.name] for r in requests], PAD_ID)
+        return Batch(items=items,
                      exclude=_stack([r[C.EXCLUDE_ENCODED.name] for r in requests], PAD_ID),
-                     ok=np.concatenate([r[C.ROW_OK.name].reshape(-1) for r in requests]).astype(bool),
+                     ok=scored(items),
                      side=side, rows=[len(r[C.ENCODED_ITEMS.name]) for r in requests], k=ks,
                      depth=max(max(ks), 1))
 

@@ -1,9 +1,10 @@
 """Export the one scorer (training/scoring.py) as a `torch.export` program (scorer.pt2), so the
 served model step needs torch only: no training code, no NVTabular.
 
-The program is `Scorer(model, exclude_seen)` itself (its window always max_len wide): whole encoded histories [B, T], encoded
-exclusions [B, E] and a [k, 0] depth tensor in (plus the stacked side tensors for a model
-trained with side features), top-k ids and scores out. It is written only after it gave the
+The program is `Scorer(model, exclude_seen)` itself: whole encoded histories [B, T], encoded
+exclusions [B, E], a [k, 0] depth tensor, the stacked side tensors for a model trained with side
+features (else None) and a [W, 0] width tensor (W = the window width the batch needs, at most the
+scorer's `keep`: short batches run a short window) in, top-k ids and scores out. It is written only after it gave the
 same answers (ids equal, scores to 1e-5) as the eager module on real held-out histories, with
 exclusions; when it cannot be built the export fails naming why (or, with
 `export.allow_fallback`, the model step runs the eager module from the installed training code,
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from seqrec.client.contract import MAX_EXCLUDED_PER_ROW, MAX_ITEM_IDS_PER_ROW
-from seqrec.training.scoring import Scorer, depth_tensor, scorer_inputs
+from seqrec.training.scoring import Scorer, depth_tensor, scorer_inputs, width_tensor
 
 SCORER_FILE = "scorer.pt2"
 # The same program compiled ahead of time by AOTInductor (C++ kernels, no Python per operator):
@@ -58,27 +59,36 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
     if len(histories) < 4:
         return f"only {len(histories)} non-empty histories to check the exported program against (need 4)"
     k = min(k, model.cfg.num_items)
-    scorer = Scorer(model, exclude_seen, fixed_width=True).eval()
+    scorer = Scorer(model, exclude_seen).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=1, max=MAX_ITEM_IDS_PER_ROW)
     width = torch.export.Dim("excluded", min=1, max=MAX_EXCLUDED_PER_ROW)
     depth = torch.export.Dim("depth", min=1, max=model.cfg.num_items)
+    window = torch.export.Dim("window", min=1, max=scorer.keep)
     items, excl, side = _check_inputs(model, histories, features, 4)
     shapes = {"items": {0: batch, 1: length}, "exclude": {0: batch, 1: width}, "depth": {0: depth},
-              "side": None if side is None else {key: {0: batch, 1: length} for key in side}}
+              "side": None if side is None else {key: {0: batch, 1: length} for key in side},
+              "width": {0: window}}
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.export's notes on HF internals
-            program = torch.export.export(scorer, (items, excl, depth_tensor(3), side),
+            program = torch.export.export(scorer, (items, excl, depth_tensor(3), side,
+                                                    width_tensor(items, scorer.keep)),
                                           dynamic_shapes=shapes)
     except Exception as err:  # noqa: BLE001 - reported to the caller, who decides
         return f"torch.export failed: {type(err).__name__}: {str(err)[:300]}"
-    items, excl, side = _check_inputs(model, histories, features, len(histories))
+    # all histories (the window as wide as the longest), then the shortest ones alone (a short window)
+    short = np.argsort([len(h) for h in histories], kind="stable")[:8]
+    checks = [_check_inputs(model, histories, features, len(histories)),
+              _check_inputs(model, [histories[i] for i in short],
+                            None if features is None else {c: [v[i] for i in short]
+                                                           for c, v in features.items()}, len(short))]
+    eager = Scorer(model, exclude_seen).eval()  # = recommend()
     with torch.no_grad():
-        got = program.module()(items, excl, depth_tensor(k), side)
-        want = Scorer(model, exclude_seen).eval()(items, excl, depth_tensor(k), side)  # = recommend()
-    if not _same(got, want):
-        return "the exported program does not reproduce recommend() on real histories"
+        wants = [eager(i, e, depth_tensor(k), s) for i, e, s in checks]
+        for (i, e, s), want in zip(checks, wants):
+            if not _same(program.module()(i, e, depth_tensor(k), s, width_tensor(i, scorer.keep)), want):
+                return "the exported program does not reproduce recommend() on real histories"
     torch.export.save(program, str(Path(folder) / SCORER_FILE))
     if compile:
         try:
@@ -86,10 +96,12 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
                 warnings.simplefilter("ignore")
                 path = torch._inductor.aoti_compile_and_package(
                     program, package_path=str(Path(folder) / COMPILED_FILE))
+                compiled = torch._inductor.aoti_load_package(path)
                 with torch.no_grad():
-                    got = torch._inductor.aoti_load_package(path)(items, excl, depth_tensor(k), side)
+                    same = all(_same(compiled(i, e, depth_tensor(k), s, width_tensor(i, scorer.keep)), want)
+                               for (i, e, s), want in zip(checks, wants))
         except Exception as err:  # noqa: BLE001 - reported to the caller, who decides
             return f"AOTInductor could not compile the program: {type(err).__name__}: {str(err)[:300]}"
-        if not _same(got, want):
+        if not same:
             return "the compiled program does not reproduce recommend() on real histories"
     return None

@@ -31,16 +31,19 @@ from .tasks.base import MASK_ID
 SIDE_KEYS = ("categorical", "continuous")  # stacked side tensors: [B, T, C] int64 / [B, T, F] float32
 
 
-def _window(x: torch.Tensor, start: torch.Tensor, keep: int, fixed: bool) -> torch.Tensor:
-    """[B, T, ...] right-padded -> [B, W, ...]: row b's entries from start[b], zero-padded on
-    the right. W = min(T, keep) eagerly (short batches stay short); W = keep when `fixed`: an
-    exported program cannot carry a symbolic min(T, keep) through the backbone, and padding
-    does not change a row's scores."""
-    width = keep if fixed else min(x.shape[1], keep)
+def _window(x: torch.Tensor, start: torch.Tensor, width: int) -> torch.Tensor:
+    """[B, T, ...] right-padded -> [B, width, ...]: row b's entries from start[b], zero-padded
+    on the right (padding does not change a row's scores)."""
     pad = x.new_zeros((x.shape[0], width, *x.shape[2:]))
     extended = torch.cat([x, pad], dim=1)
     rows = torch.arange(x.shape[0], device=x.device)[:, None]
     return extended[rows, start[:, None] + torch.arange(width, device=x.device)[None]]
+
+
+def window_width(longest: int, keep: int) -> int:
+    """How wide the model's window is for a batch whose longest history has `longest` items:
+    min(longest, keep), never 0."""
+    return max(min(int(longest), int(keep)), 1)
 
 
 class Scorer(nn.Module):
@@ -57,16 +60,18 @@ class Scorer(nn.Module):
         self.with_mask = bool(model.task.uses_mask_token)
         self.keep = model.cfg.max_len - int(self.with_mask)
 
-    def scores(self, items: torch.Tensor, side: dict | None = None) -> torch.Tensor:
+    def scores(self, items: torch.Tensor, side: dict | None = None,
+               width: torch.Tensor | None = None) -> torch.Tensor:
         """Next-item scores [B, num_items] read from each history's window."""
         lengths = (items != PAD_ID).sum(dim=1)
         start = (lengths - self.keep).clamp(min=0)
-        window = _window(items, start, self.keep, self.fixed_width)  # [B, W]
+        w = window_width(items.shape[1], self.keep) if width is None else width.shape[0]
+        window = _window(items, start, w)  # [B, W]
         n = lengths - start  # real items in the window
         features = None
         if side is not None:
             cfg = self.model.cfg.side
-            stacked = {key: _window(side[key], start, self.keep, self.fixed_width)
+            stacked = {key: _window(side[key], start, w)
                        for key in SIDE_KEYS if key in side}
             features = {c: stacked["categorical"][..., j] for j, c in enumerate(cfg.categorical)}
             features.update({c: stacked["continuous"][..., j] for j, c in enumerate(cfg.continuous)})
@@ -85,8 +90,8 @@ class Scorer(nn.Module):
         return self.model.logits(hidden).float()
 
     def forward(self, items: torch.Tensor, exclude: torch.Tensor, depth: torch.Tensor,
-                side: dict | None = None):
-        scores = self.scores(items, side)
+                side: dict | None = None, width: torch.Tensor | None = None):
+        scores = self.scores(items, side, width)
         blocked = torch.full_like(scores[:, :1], float("-inf"))
         scores = torch.cat([blocked.expand(-1, FIRST_ITEM_ID), scores[:, FIRST_ITEM_ID:]], dim=1)
         if self.exclude_seen:  # the whole sent history; its padding is a reserved id already
@@ -129,6 +134,11 @@ def scorer_inputs(model, histories: Sequence[np.ndarray], features: dict | None 
         side = stack_side(model.cfg.side, pad_features(model.cfg.side, features, None))
         side = {key: t.to(device) for key, t in side.items()}
     return items, excl.to(device), side
+
+
+def width_tensor(items: torch.Tensor, keep: int) -> torch.Tensor:
+    """The [W, 0] tensor whose length tells an exported scorer how wide its window is."""
+    return torch.empty((window_width(items.shape[1], keep), 0), device=items.device)
 
 
 def depth_tensor(k: int, device=None) -> torch.Tensor:

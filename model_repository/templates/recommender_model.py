@@ -55,6 +55,7 @@ class TritonPythonModel:
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}
         self.inputs = [i["name"] for i in config["input"]]
+        self.window = int(params["window"])  # the scorer's widest window (its keep)
 
     def execute(self, requests):
         arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
@@ -66,11 +67,14 @@ class TritonPythonModel:
             scores = np.zeros((0, batch.depth), dtype=np.float32)
             if len(items):
                 with torch.inference_mode():
+                    # the window only as wide as this batch's longest history: [W, 0], like depth
+                    width = torch.empty((min(items.shape[1], self.window), 0), device=self.device)
                     top = self.scorer(
                         torch.from_numpy(items).to(self.device),
                         torch.from_numpy(exclude).to(self.device),
                         torch.empty((batch.depth, 0), device=self.device),
-                        {k: torch.from_numpy(v).to(self.device) for k, v in side.items()} or None)
+                        {k: torch.from_numpy(v).to(self.device) for k, v in side.items()} or None,
+                        width)
                 ids, scores = top[0].cpu().numpy(), top[1].cpu().numpy()
             outputs = self.ranker.answers(batch, ids, scores)
         except Exception as err:  # noqa: BLE001 - a fault: every request of the batch learns why

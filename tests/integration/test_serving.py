@@ -25,6 +25,7 @@ from seqrec.model_repository.lookup import ItemLookup
 from seqrec.preprocessing.workflow import encode_sessions
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
+from seqrec.training.scoring import Scorer, window_width
 
 from helpers import MAX_LEN, ROOT
 from serving_helpers import offline_view
@@ -106,6 +107,7 @@ def test_model_step_scores_without_training_code(repository, offline):
     histories = encode_sessions(offline["workflow"], offline["raw"][:32])
     width = max(len(h) for h in histories)
     padded = [h.tolist() + [0] * (width - len(h)) for h in histories]
+    window = window_width(width, Scorer(offline["model"]).keep)  # the [W, 0] the model step sends
     code = f"""
 import sys, json
 for name in ('seqrec', 'transformers', 'nvtabular', 'merlin', 'pandas'):
@@ -113,7 +115,8 @@ for name in ('seqrec', 'transformers', 'nvtabular', 'merlin', 'pandas'):
 import torch
 scorer = torch.export.load({str(repository / MODEL / "1" / "scorer.pt2")!r}).module()
 items = torch.tensor({padded!r})
-ids, scores = scorer(items, torch.zeros((len(items), 1), dtype=torch.int64), torch.empty((10, 0)), None)
+ids, scores = scorer(items, torch.zeros((len(items), 1), dtype=torch.int64), torch.empty((10, 0)), None,
+                     torch.empty(({window}, 0)))
 print(json.dumps([ids.tolist(), scores.tolist()]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -9,7 +9,7 @@ import pytest
 
 from seqrec.client import contract as C
 from seqrec.model_repository.lookup import ItemLookup
-from seqrec.model_repository.runtime import Preprocessor, Ranker, RequestError
+from seqrec.model_repository.runtime import Preprocessor, Ranker, RequestError, scored
 
 # encoded id -> original id; 0, 1, 2 reserved
 VOCAB = np.array([-1, -1, -1, 50, 172, 7, 900, 33], dtype=np.int64)
@@ -49,7 +49,7 @@ def test_rows_are_encoded_truncated_and_bad_rows_named():
     out_a, out_b = pre.run([a, b])
     # the last 3 raw items (999 unknown, dropped after the cut), as the workflow does
     np.testing.assert_array_equal(out_a[C.ENCODED_ITEMS.name], [[5, 6], [0, 0]])
-    assert out_a[C.ROW_OK.name].ravel().tolist() == [True, False]
+    assert scored(out_a[C.ENCODED_ITEMS.name]).tolist() == [True, False]
     assert out_a[C.ROW_ERRORS.name].ravel().tolist() == [b"", b"empty session (row 1): 'item_ids' needs at least one item id"]
     assert out_a[C.TOP_K.name].ravel().tolist() == [0, 0]
     assert b"unknown item id(s) [-3, 888]" in out_b[C.ROW_ERRORS.name].ravel()[0]
@@ -57,17 +57,16 @@ def test_rows_are_encoded_truncated_and_bad_rows_named():
     np.testing.assert_array_equal(out_b[C.EXCLUDE_ENCODED.name], [[5, 0], [3, 7]])  # unknown -> 0
 
 
-def step_request(items, k=0, exclude=None, ok=None):
+def step_request(items, k=0, exclude=None):
     items = np.asarray(items, dtype=np.int64)
     return {C.ENCODED_ITEMS.name: items,
             C.EXCLUDE_ENCODED.name: np.zeros((len(items), 1), np.int64) if exclude is None else np.asarray(exclude),
-            C.TOP_K.name: np.full((len(items), 1), k, np.int64),
-            C.ROW_OK.name: np.ones((len(items), 1), bool) if ok is None else np.asarray(ok).reshape(-1, 1)}
+            C.TOP_K.name: np.full((len(items), 1), k, np.int64)}
 
 
 def test_ranker_batches_requests_and_maps_answers_back():
     ranker = Ranker(VOCAB, default_k=2)
-    batch = ranker.gather([step_request([[3, 4, 0]], k=3), step_request([[5], [0]], ok=[True, False]),
+    batch = ranker.gather([step_request([[3, 4, 0]], k=3), step_request([[5], [0]]),
                            step_request([[7, 6]], k=100)])
     assert batch.items.shape == (4, 3) and batch.ok.tolist() == [True, True, False, True]
     assert batch.k == [3, 2, 5] and batch.depth == 5  # 100 > the catalogue: all 5 items
