@@ -17,7 +17,6 @@ tritonserver runs (the venv here, the Dockerfile's image on GPU).
 from __future__ import annotations
 
 import shutil
-import tempfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -27,11 +26,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from seqrec.preprocessing.staging import staging_dir
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.features import list_column
 
 from .lookup import ItemLookup
+from .publish import publish_export, versions  # noqa: F401 (versions: part of this module's API)
 from .scorer import export_scorer
 from .side_export import build_side_lookup, side_tensors
 
@@ -116,13 +117,6 @@ def _template(name: str) -> str:
     return resources.files("seqrec.model_repository").joinpath("templates", name).read_text()
 
 
-def versions(model_dir: Path) -> list[int]:
-    """Numbered version folders of one model in a repository, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
-
-
 def workflow_max_len(workflow) -> int | None:
     """The truncation length of the workflow's GroupSequences step (None: no truncation)."""
     from seqrec.preprocessing.ops import GroupSequences
@@ -168,10 +162,7 @@ def export_repository(cfg: ExportConfig) -> Path:
     raw_in, pre_out = RAW_IN + side_raw, PRE_OUT + side_between
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
-    final.mkdir(parents=True, exist_ok=True)
-    version = 1 + max([0] + [v for m in (ENSEMBLE, PREPROCESS, MODEL) for v in versions(final / m)])
-    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=final))
-    try:
+    with staging_dir(final) as staging:  # beside the repository: never loaded from there
         pre = staging / PREPROCESS
         pre.mkdir()
         (pre / "model.py").write_text(_template("preprocess_model.py"))
@@ -205,12 +196,5 @@ def export_repository(cfg: ExportConfig) -> Path:
                  "torch_threads": str(cfg.torch_threads)}, count=cfg.instances),
             ENSEMBLE: _ensemble_config(cfg, raw_in, pre_out),
         }
-        for name in (PREPROCESS, MODEL, ENSEMBLE):  # members first: the ensemble needs them
-            (final / name).mkdir(exist_ok=True)
-            (staging / name).rename(final / name / str(version))
-            tmp = final / name / "config.pbtxt.tmp"
-            tmp.write_text(configs[name])
-            tmp.replace(final / name / "config.pbtxt")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_export(final, staging, configs, members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
     return final
