@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -121,10 +122,20 @@ STATE_FILE = "trainer_state.pt"
 
 
 def _save_state(path: Path, **state) -> None:
+    """Tensors and plain Python values only, so that resuming loads it with weights_only=True."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
     os.close(fd)
     torch.save(state, tmp)
     os.replace(tmp, path)  # never a half-written state
+
+
+def _load_state(path: Path) -> dict:
+    """The saved training state, read without unpickling arbitrary objects."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds more than tensors and plain values, which `seqrec train` "
+                         f"never writes: refusing to unpickle it ({err})") from None
 
 
 def _lists(frame: pd.DataFrame) -> list[np.ndarray]:
@@ -215,7 +226,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     first_epoch = 1
     state_file = out / STATE_FILE
     if cfg.resume and state_file.is_file():
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        state = _load_state(state_file)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
@@ -242,8 +253,9 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         # The last epoch's full training state (not the best weights), so a run can resume.
         if ctx.main:
             _save_state(state_file, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
-                        generator=generator.get_state(), torch_rng=torch.get_rng_state(), best=best,
-                        best_epoch=best_epoch, losses=losses, bad_epochs=bad_epochs)
+                        generator=generator.get_state(), torch_rng=torch.get_rng_state(),
+                        best=float(best), best_epoch=int(best_epoch),
+                        losses=[float(x) for x in losses], bad_epochs=int(bad_epochs))
         if bad_epochs >= cfg.patience:
             break
     from .checkpoint import load_checkpoint  # the best epoch, not the last
