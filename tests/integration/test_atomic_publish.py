@@ -9,6 +9,7 @@ import os
 import subprocess
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,8 @@ def _served(repo: Path, exports: dict[str, dict]) -> str | None:
     would serve from `repo` as it is on disk (None: no ensemble yet), after checking that it is
     whole: the ensemble names one version of every member, each member loads it, every version
     a member loads is a complete export, and nothing else lies in the repository root."""
+    if not repo.exists():
+        return None
     assert not [p.name for p in repo.iterdir() if p.name.startswith(".")], "hidden folders"
     ens = read_config(repo / ENSEMBLE)
     if ens is None:
@@ -82,6 +85,31 @@ def second_model(tmp_path_factory, etl):
                  progress=False)
 
 
+PUBLISH = """
+import sys
+from pathlib import Path
+from seqrec.model_repository.publish import publish_export
+repo, staging = Path(sys.argv[1]), Path(sys.argv[2])
+configs = {m: (staging / (m + ".pbtxt")).read_text() for m in sys.argv[3:]}
+publish_export(repo, staging, configs, members=tuple(sys.argv[3:-1]), ensemble=sys.argv[-1])
+"""
+
+
+def _publish(repo: Path, ref: Path, where: Path, kill_at: int) -> int:
+    """Publish the export in `ref` into `repo` as `seqrec export` does after staging it, in a
+    process that SIGKILLs itself at step `kill_at` (counting from the first after staging)."""
+    staging = where / ".repo.staging-test"  # a dead run's staging folder, for the next run
+    staging.mkdir()
+    for m in (PREPROCESS, MODEL, ENSEMBLE):
+        shutil.copytree(ref / m / "1", staging / m)
+        shutil.copy(ref / m / "config.pbtxt", staging / f"{m}.pbtxt")
+    env = dict(os.environ, **{KILL_ENV: str(kill_at)})
+    proc = subprocess.run([sys.executable, "-c", PUBLISH, str(repo), str(staging), PREPROCESS,
+                           MODEL, ENSEMBLE], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode in (0, KILLED), proc.stderr[-3000:]
+    return proc.returncode
+
+
 def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, second_model):
     from seqrec.client import RecommenderClient
     from seqrec.model_repository.server import TritonServer
@@ -94,37 +122,50 @@ def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, s
     exports = {n: {m: _files(r / m / "1") for m in (PREPROCESS, MODEL)} for n, r in refs.items()}
     assert exports["old"] != exports["new"]
 
-    # the first export into an empty place, killed at every step: nothing, or the export whole
-    repo = tmp_path / "repo"
-    first = _recipe(tmp_path, etl.output_dir, trained.output_dir, repo)
+    # the first publish into an empty place, killed at every step: nothing, or the export whole
     k = 1
-    while _export(first, kill_at=k) == KILLED:
-        assert _served(repo, exports) in (None, "old"), f"killed at step {k}"
+    while True:
+        where = tmp_path / f"first{k}"
+        where.mkdir()
+        code = _publish(where / "repo", refs["old"], where, kill_at=k)
+        assert _served(where / "repo", exports) in (None, "old"), f"killed at step {k}"
+        if code == 0:
+            break
         k += 1
-    assert _served(repo, exports) == "old" and k > 3  # staging, then 3 models moved in
+    assert _served(where / "repo", exports) == "old" and k > 3  # 3 models moved in
+    base = where / "repo"
 
-    # the new export over the old one, killed at every step: old or new, whole; the next run
-    # removes the killed one's staging folder and publishes
+    # the new export over the old one, killed at every step: old or new, whole
     half, k = None, 1
     while True:
-        here = tmp_path / f"kill{k}" / "repo"
-        shutil.copytree(repo, here)
-        recipe = _recipe(here.parent, etl.output_dir, second_model.output_dir, here)
-        if _export(recipe, kill_at=k) == 0:
-            assert _served(here, exports) == "new"
-            break
-        served = _served(here, exports)
+        where = tmp_path / f"kill{k}"
+        shutil.copytree(base, where / "repo")
+        code = _publish(where / "repo", refs["new"], where, kill_at=k)
+        served = _served(where / "repo", exports)
         assert served in ("old", "new"), f"killed at step {k}"
-        members = list(read_config(here / MODEL).version_policy.specific.versions)
+        if code == 0:
+            assert served == "new"
+            break
+        members = list(read_config(where / "repo" / MODEL).version_policy.specific.versions)
         if served == "old" and members == [1, 2]:
-            half = here  # members on 1 and 2, the ensemble still on 1
-        if k % 3 == 1:  # (each run costs an export: the next run checked on every third)
-            assert any(p.name.startswith(".repo.staging") for p in here.parent.iterdir())
-            assert _export(recipe) == 0
-            assert _served(here, exports) == "new"
-            assert not [p for p in here.parent.iterdir() if p.name.startswith(".repo.staging")]
+            half = where / "repo"  # members load 1 and 2, the ensemble still names 1
         k += 1
-    assert k > 6 and half is not None
+    assert k > 5 and half is not None
+
+    # `seqrec export` killed while it stages (from outside, and at its first step): the
+    # repository is untouched; the next run removes the dead staging folders and publishes
+    repo = tmp_path / "kill1" / "repo"  # a state a kill left: the killed publish's staging too
+    recipe = _recipe(tmp_path, etl.output_dir, second_model.output_dir, repo)
+    assert _export(recipe, kill_at=1) == KILLED
+    proc = subprocess.Popen([sys.executable, "-m", "seqrec.cli", "export", "--config", str(recipe)])
+    time.sleep(8)  # loading the model, staging and checking the scorer take longer
+    proc.kill()
+    proc.wait()
+    dead = [p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")]
+    assert len(dead) >= 2 and _served(repo, exports) in ("old", "new"), dead
+    assert _export(recipe) == 0
+    assert _served(repo, exports) == "new"
+    assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")]
 
     # a server started on the half-published repository serves the old export whole
     sessions = [[50, 172, 133], [1, 2, 3, 4], [300, 12], [7, 8, 9]]
