@@ -6,9 +6,9 @@ import warnings
 
 import pytest
 
-warnings.filterwarnings("ignore", category=UserWarning)
+from helpers import MAX_LEN  # tests/ is on sys.path: pyproject's pytest `pythonpath`
 
-MAX_LEN = 50
+warnings.filterwarnings("ignore", category=UserWarning)
 
 
 @pytest.fixture(scope="session")

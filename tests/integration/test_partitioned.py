@@ -8,6 +8,8 @@ import pytest
 from seqrec.preprocessing.partitioned import group_partitioned, read_partitioned
 from seqrec.preprocessing.workflow import build_workflow, item_vocabulary
 
+pytestmark = pytest.mark.slow
+
 
 def write_parts(folder, n_files=4, rows=6000, seed=0):
     """Sessions deliberately spread over every file, so each partition holds pieces of them."""
@@ -48,7 +50,6 @@ def test_multi_partition_input_keeps_sessions_whole(tmp_path):
     check(out, frame, workflow, 15)
 
 
-@pytest.mark.slow
 def test_same_code_on_a_distributed_local_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     frame, paths = write_parts(tmp_path / "raw", seed=1)

@@ -292,11 +292,11 @@ def test_example_configs_read_their_layout(tmp_path, name, ml100k_ratings):
     """configs/<format>.yaml, with its placeholder path pointed at a file in that layout."""
     from pathlib import Path
 
+    from helpers import ROOT
     from seqrec.config import build, load_recipe
     from seqrec.preprocessing.pipeline import ETLConfig, read_interactions as etl_read
 
-    root = Path(__file__).resolve().parents[1]
-    section = load_recipe(root / "configs" / f"{name}.yaml")["etl"]
+    section = load_recipe(ROOT / "configs" / f"{name}.yaml")["etl"]
     path = tmp_path / Path(section["source"]["path"]).name
     if name == "movielens":
         want = write_movielens(path, ml100k_ratings, "u.data")
@@ -314,23 +314,6 @@ def test_example_configs_read_their_layout(tmp_path, name, ml100k_ratings):
     views = (want["event_type"] == "view").sum() if name == "rees46" else len(want)
     assert len(frame) == views
     assert frame.dtypes.tolist()[:3] == [np.int64] * 3
-
-
-def test_etl_on_generated_sessions(tmp_path):
-    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
-
-    want = write_yoochoose(tmp_path / "clicks.dat", n=2000, seed=11)
-    source = {"format": "yoochoose", "path": str(tmp_path / "clicks.dat")}
-    result = run_etl(ETLConfig(output_dir=str(tmp_path / "out"), source=source, min_len=3,
-                               categorical=["category"]))  # a side column of the layout
-    assert result.rows_in == 2000
-    sizes = want.groupby("session_id").size()
-    assert result.sequences["test"] == (sizes >= 3).sum()
-    test = pd.read_parquet(tmp_path / "out" / "test.parquet")
-    assert set(test["session_id"]) == set(sizes[sizes >= 3].index)
-    assert (test["category-list"].map(len) == test["item_id-list"].map(len)).all()
-    with pytest.raises(ValueError, match="key 'user_id' does not match the yoochoose source"):
-        ETLConfig(source=source, key="user_id")
 
 
 def test_cli_preprocess_reports_bad_file(tmp_path):

@@ -18,6 +18,8 @@ from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.model import SequenceRecommender
 from seqrec.training.trainer import STATE_FILE, TrainConfig, train
 
+pytestmark = pytest.mark.slow
+
 # Deterministic inside a step (CLM, dropout 0): the runs can be compared number for number.
 # patience 1: validation NDCG@10 falls in epoch 2 here, so the ranks must agree to stop early.
 TRAIN = dict(epochs=3, batch_size=64, lr=0.002, patience=1, seed=42,

@@ -10,10 +10,9 @@ import torch
 
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST
 from seqrec.training.checkpoint import load_checkpoint
-from seqrec.training.data import pad_right
-from seqrec.training.metrics import ranking_metrics
-from seqrec.training.model import ModelConfig
 from seqrec.training.recommend import recommend, score_histories
+
+pytestmark = pytest.mark.slow
 
 
 def test_loss_falls_and_model_beats_popularity(trained):
@@ -53,25 +52,6 @@ def test_recommend_ranks_and_excludes_reserved_ids(trained):
     assert not np.isin(histories[0], top_seen[0]).any()
     with pytest.raises(ValueError, match="at least one item"):
         recommend(model, [np.array([], dtype=np.int64)])
-
-
-def test_ranking_metrics_by_hand():
-    top = np.array([[5, 6, 7], [1, 2, 3], [9, 8, 7]])
-    m = ranking_metrics(top, np.array([5, 3, 4]), cutoffs=(2, 3))
-    assert m["recall@2"] == pytest.approx(1 / 3)
-    assert m["recall@3"] == pytest.approx(2 / 3)
-    assert m["ndcg@3"] == pytest.approx((1 + 1 / np.log2(4)) / 3)
-    assert m["mrr@3"] == pytest.approx((1 + 1 / 3) / 3)
-
-
-def test_pad_right_keeps_the_most_recent_items():
-    out = pad_right([np.arange(1, 8), np.array([9])], max_len=4)
-    assert out.tolist() == [[4, 5, 6, 7], [9, 0, 0, 0]]
-
-
-def test_unknown_backbone_fails_at_configuration():
-    with pytest.raises(ValueError, match="choose from"):
-        ModelConfig(num_items=10, backbone="nope")
 
 
 def test_bf16_autocast_trains_and_devices_are_checked(tmp_path, etl):

@@ -14,6 +14,8 @@ from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.trainer import TrainConfig, train
 
+pytestmark = pytest.mark.slow
+
 SMALL = {"backbone": "gpt2", "task": "clm", "d_model": 16, "n_layers": 1, "n_heads": 2, "dropout": 0.0}
 
 

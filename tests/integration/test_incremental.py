@@ -10,6 +10,8 @@ import pytest
 from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 from seqrec.training.incremental import IncrementalConfig, train_incremental
 
+pytestmark = pytest.mark.slow
+
 
 def chained_sessions(days=4, per_day=400, seed=0):
     """Sessions walk an item chain (i -> i+1 with p=0.8), so the next item is learnable, while

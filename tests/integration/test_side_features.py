@@ -21,7 +21,9 @@ from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
 from seqrec.training.trainer import TrainConfig, train
 
-from conftest import MAX_LEN
+from helpers import MAX_LEN
+
+pytestmark = pytest.mark.slow
 
 CATEGORICAL = ["release_year"]
 CONTINUOUS = ["rating", "timestamp-hour_sin", "timestamp-hour_cos", "timestamp-weekday_sin",
@@ -240,7 +242,6 @@ def test_side_lookup_equals_the_workflow_on_every_real_user(side_repo, side_etl,
     np.testing.assert_array_equal(np.diff(enc_offsets), want["seq_length"].to_numpy())
 
 
-@pytest.mark.slow
 def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, side_trained, ml100k, capsys):
     """200 real held-out histories with their raw side features, single requests and batches:
     the served top-10 (original ids) and scores equal the workflow + recommend() offline. A
@@ -295,23 +296,6 @@ def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, sid
         assert [int(line.split()[1]) for line in table] == got[2].item_ids
 
 
-def test_client_checks_features_before_sending():
-    from seqrec.client import build_inputs
-
-    dtypes = {"item_ids": "INT64", "rating": "FP32", "release_year": "INT64"}
-    tensors = build_inputs([[1, 2, 3], [4]], dtypes=dtypes,
-                           features={"rating": [[4, 5, 3], [1.5]], "release_year": [[1977.0, 1990, 1991], [2000]]})
-    assert {t.name(): (t.datatype(), t.shape()) for t in tensors}["rating"] == ("FP32", [2, 3])
-    assert {t.name(): t.datatype() for t in tensors}["release_year"] == "INT64"
-    with pytest.raises(ValueError, match=r"no input 'ratin'"):
-        build_inputs([[1, 2, 3]], features={"ratin": [[1, 2, 3]]}, dtypes=dtypes)
-    with pytest.raises(ValueError, match=r"'release_year' takes integers \(INT64\), got 1.5"):
-        build_inputs([[1, 2, 3]], features={"release_year": [[1.5, 2, 3]]}, dtypes=dtypes)
-    with pytest.raises(ValueError, match=r"'rating' has 1 rows for 2 sessions"):
-        build_inputs([[1], [2]], features={"rating": [[1]]}, dtypes=dtypes)
-
-
-@pytest.mark.slow
 def test_served_through_recommend_when_there_is_no_scorer(tmp_path, side_repo, side_etl, side_trained, ml100k):
     """Without scorer.pt2 (a model torch.export cannot take) the model step calls recommend()
     with the side features it received: the same answers as offline."""
@@ -335,7 +319,6 @@ def test_served_through_recommend_when_there_is_no_scorer(tmp_path, side_repo, s
         np.testing.assert_allclose(g.scores, scores, atol=1e-4, rtol=0)
 
 
-@pytest.mark.slow
 def test_text_categorical_side_feature_is_served_as_bytes(tmp_path, ml100k):
     """A categorical side column of text (here the movie's decade, '1990s', as readers give
     brands or category paths) trains through Categorify and is served as a BYTES input: the

@@ -27,7 +27,7 @@ from seqrec.preprocessing.workflow import ITEM_LIST, encode_sessions, item_vocab
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
 
-from conftest import MAX_LEN
+from helpers import MAX_LEN, ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -332,9 +332,8 @@ def test_model_metadata_and_health(client):
 @contextlib.contextmanager
 def seqrec_serve_explicit(repo: Path, key_file: Path):
     """`seqrec serve --model-control explicit` as a user runs it; yields its gRPC address."""
-    root = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "seqrec.cli", "serve", "--config", str(root / "configs/ml-100k.yaml"),
+        [sys.executable, "-m", "seqrec.cli", "serve", "--config", str(ROOT / "configs/ml-100k.yaml"),
          "--repository", str(repo), "--model-control", "explicit", "--key-file", str(key_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:

@@ -1,4 +1,4 @@
-"""The NVTabular workflow on real MovieLens-100k rows."""
+"""The NVTabular workflow fitted and run on real MovieLens-100k rows and on synthetic sessions."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,8 +7,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqrec.preprocessing.interactions import InteractionError, validate_interactions
-from seqrec.preprocessing.ops import GroupSequences
 from seqrec.preprocessing.pipeline import SPLITS, ETLConfig, run_etl
 from seqrec.preprocessing.workflow import (
     FIRST_ITEM_ID,
@@ -18,7 +16,9 @@ from seqrec.preprocessing.workflow import (
     load_workflow,
 )
 
-MAX_LEN = 50  # tests/conftest.py runs the ETL with this max_len
+from helpers import MAX_LEN
+
+pytestmark = pytest.mark.slow
 
 
 def split(etl, name):
@@ -83,42 +83,6 @@ def test_saved_workflow_encodes_raw_requests_like_training(etl, ml100k):
     # a request longer than the workflow's max_len keeps its most recent items
     long = np.tile(vocab[FIRST_ITEM_ID:FIRST_ITEM_ID + 10], 10)
     assert len(encode_sessions(workflow, [long])[0]) == MAX_LEN
-
-
-def test_group_sequences_matches_pandas_groupby():
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame(
-        {"user_id": rng.integers(0, 50, 2000), "item_id": rng.integers(0, 300, 2000),
-         "timestamp": rng.integers(0, 100, 2000)}
-    )
-    from merlin.dag import ColumnSelector
-
-    out = GroupSequences("user_id", "timestamp", max_len=7).transform(
-        ColumnSelector(["user_id", "item_id", "timestamp"]), frame
-    )
-    expected = (
-        frame.reset_index().sort_values(["user_id", "timestamp", "index"], kind="stable")
-        .groupby("user_id")["item_id"].apply(lambda s: list(s)[-7:])
-    )
-    assert list(out["user_id"]) == list(expected.index)
-    for got, want in zip(out["item_id-list"], expected):
-        assert list(got) == want
-
-
-@pytest.mark.parametrize(
-    "frame, message",
-    [
-        (pd.DataFrame({"user_id": [1], "item_id": [2]}), "missing column(s) ['timestamp']"),
-        (pd.DataFrame({"user_id": [1, None], "item_id": [2, 3], "timestamp": [1, 2]}), "'user_id' has 1 null"),
-        (pd.DataFrame({"user_id": [1], "item_id": ["a"], "timestamp": [1]}), "'item_id' has dtype object"),
-        (pd.DataFrame({"user_id": [1], "item_id": [2.5], "timestamp": [1]}), "'item_id' holds non-integer"),
-        (pd.DataFrame({"user_id": [], "item_id": [], "timestamp": []}), "empty input"),
-    ],
-)
-def test_bad_interactions_name_the_problem(frame, message):
-    with pytest.raises(InteractionError) as err:
-        validate_interactions(frame, source="clicks.csv")
-    assert "clicks.csv" in str(err.value) and message in str(err.value)
 
 
 def test_failed_etl_leaves_nothing_behind(tmp_path, monkeypatch):
@@ -261,13 +225,6 @@ def test_item_age_is_seconds_since_the_items_first_interaction(tmp_path, ml100k)
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     _, served = side.encode({"timestamp": rows["timestamp"].to_numpy()}, offsets, rows["item_id"].to_numpy())
     np.testing.assert_array_equal(served[:, 0], got)
-
-
-def test_etl_names_a_missing_key_column_and_writes_nothing(tmp_path):
-    frame = pd.DataFrame({"user_id": [1, 1, 1], "item_id": [1, 2, 3], "timestamp": [1, 2, 3]})
-    with pytest.raises(InteractionError, match=r"missing column\(s\) \['session_id'\]"):
-        run_etl(ETLConfig(output_dir=str(tmp_path / "out"), key="session_id"), interactions=frame)
-    assert list(tmp_path.iterdir()) == []
 
 
 def test_summary_counts_dropped_sequences_by_reason(session_etl):
