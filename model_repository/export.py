@@ -177,6 +177,8 @@ def export_repository(cfg: ExportConfig) -> Path:
         rec = staging / MODEL
         rec.mkdir()
         (rec / "model.py").write_text(_template("recommender_model.py"))
+        (rec / "safe_program.py").write_text(  # scorer.pt2 read without unpickling objects
+            resources.files("seqrec.model_repository").joinpath("safe_program.py").read_text())
         # trainer_state.pt holds the optimizer state: only training needs it
         skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)

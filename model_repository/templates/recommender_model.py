@@ -13,11 +13,15 @@ fewer than k items, the tail is id -1 with score -inf. A bad row (row_ok false) 
 with score NaN (its message is in the ensemble's row_errors).
 """
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 import triton_python_backend_utils as pb_utils
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from safe_program import load_program  # noqa: E402  (the copy beside this file)
 
 PAD_ID = 0
 
@@ -43,7 +47,7 @@ class TritonPythonModel:
         if (here / "scorer.pt2").is_file():
             self.max_len = model_cfg["max_len"]
             try:
-                self.scorer = torch.export.load(str(here / "scorer.pt2")).module().to(self.device)
+                self.scorer = load_program(here / "scorer.pt2").module().to(self.device)
             except Exception as err:  # a truncated or foreign file: say which one
                 raise RuntimeError(f"{here / 'scorer.pt2'} is not a readable exported "
                                    f"program ({type(err).__name__}: {err})") from None

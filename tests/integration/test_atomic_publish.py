@@ -156,13 +156,19 @@ def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, s
     # repository is untouched; the next run removes the dead staging folders and publishes
     repo = tmp_path / "kill1" / "repo"  # a state a kill left: the killed publish's staging too
     recipe = _recipe(tmp_path, etl.output_dir, second_model.output_dir, repo)
+    def dead() -> set:
+        return {p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")}
+
     assert _export(recipe, kill_at=1) == KILLED
+    earlier = dead()
+    assert len(earlier) == 2  # the killed publish's and this run's
     proc = subprocess.Popen([sys.executable, "-m", "seqrec.cli", "export", "--config", str(recipe)])
     time.sleep(8)  # loading the model, staging and checking the scorer take longer
     proc.kill()
     proc.wait()
-    dead = [p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")]
-    assert len(dead) >= 2 and _served(repo, exports) in ("old", "new"), dead
+    # it removed the two dead ones when it started, and left its own
+    assert len(dead()) == 1 and not dead() & earlier, dead()
+    assert _served(repo, exports) in ("old", "new")
     assert _export(recipe) == 0
     assert _served(repo, exports) == "new"
     assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")]

@@ -369,10 +369,10 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
                                 capture_output=True, text=True, timeout=180)
         assert reload.returncode == 0, reload.stderr  # reloads the changed members too
         assert ctl.is_ready(MODEL, 2) and ctl.is_ready(PREPROCESS, 2)
-        assert not ctl.is_ready(MODEL, 1)
+        assert ctl.is_ready(MODEL, 1)  # the previous export stays loaded beside the new one
         assert_served_equals_offline(c, offline, offline["raw"][200:400])
 
-        shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
+        export_repository(cfg)
         (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
         with pytest.raises(ModelControlError,
                            match=r"3/scorer\.pt2 is not a readable exported program"):
