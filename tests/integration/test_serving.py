@@ -389,6 +389,9 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
         with pytest.raises(RecommendationError, match=ENSEMBLE):
             c.recommend([50, 172])
         assert c._client.is_server_ready()
+        with pytest.raises(ModelControlError, match=r"'seqrec_model' whose required version 3"):
+            ctl.load(ENSEMBLE)  # the export on disk names the broken version
+        export_repository(cfg)  # a sound export 4
         ctl.load(ENSEMBLE)  # and back, still without a restart
         assert c.recommend(offline["raw"][0]).item_ids
 
