@@ -106,7 +106,7 @@ def ddp(d: dict) -> str:
         f"threads: {d['max_weight_difference_1_process_other_threads']:.1e}.\n")
 
 
-_SERVING = [("concurrency", "concurrency", str), ("requests", "requests", _int), ("bad", "bad", _int),
+_SERVING = [("model", "model", str), ("concurrency", "concurrency", str), ("requests", "requests", _int), ("bad", "bad", _int),
             ("requests/s", "requests_per_s", _int), ("p50 ms", "p50_ms", _f(2)),
             ("p90 ms", "p90_ms", _f(2)), ("p99 ms", "p99_ms", _f(2)),
             ("good requests failed", "failed_good", str), ("answers changed", "mismatched", str)]
@@ -114,9 +114,14 @@ _SERVING = [("concurrency", "concurrency", str), ("requests", "requests", _int),
 
 def serving(d: dict) -> str:
     t = d["targets"]
+    ratios = ", ".join(f"{c}: p50 {r['p50']:.2f}x, requests/s {r['requests_per_s']:.2f}x"
+                       for c, r in d["seqrec_vs_floor"].items())
     return _columns(d["results"], _SERVING) + (
-        f"\nServer start to ready: {d['server_start_s']} s. Targets: p50 <= {t['p50_ms_c1']} ms and "
-        f"p99 <= {t['p99_ms_c1']} ms at concurrency 1, >= {t['requests_per_s_c16']} requests/s at 16.\n")
+        f"\nseqrec against the floor in the same run ({ratios}). Load average at the end of the "
+        f"run {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. Server start "
+        f"to ready: {d['server_start_s']} s. Targets: p50 at concurrency 1 {t['p50_c1_vs_floor']} the "
+        f"floor's, >= {t['requests_per_s_c16']} requests/s at 16 with p99 <= {t['p99_ms_c16']} ms, "
+        f"{t['failed_or_changed_good']} good requests failed or changed.\n")
 
 
 def serving_row_errors_ab(d: dict) -> str:

@@ -4,7 +4,11 @@ higher concurrency, 10% bad requests mixed in; prints a table, writes bench/resu
     python bench/serving.py                       # builds artifacts/ml-100k/* if missing
     python bench/serving.py --requests 2000       # a quicker look
 
-Client and server share the machine (as in the targets). Every good answer is checked against the
+Client and server share the machine (as in the targets). The same server also serves a
+reference floor, `floor`: a bare two-step python-backend ensemble (identity lookup -> slice,
+dynamic batching, the same client) measured in the same run, so the seqrec figures read as
+ratios against what any two-step python ensemble costs here. Each model's server-side time
+split (queue, input copies, compute, output copies per step) comes from Triton's statistics. Every good answer is checked against the
 answer the same session got at concurrency 1, so batching under load cannot silently mix rows.
 `perf_analyzer` is not used: the pip package `perf-analyzer` resolves here only to a 0.1.0
 placeholder without the binary; the load generator is tritonclient's asyncio gRPC client.
@@ -16,6 +20,8 @@ import asyncio
 import json
 import os
 import platform
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -27,10 +33,78 @@ from seqrec.client import AsyncRecommenderClient, RecommendationError, Recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 BAD_KINDS = ("empty session", "only unknown ids", "negative ids only")
+FLOOR, FLOOR_LOOKUP, FLOOR_SLICE = "floor", "floor_lookup", "floor_slice"
+
+# The floor's two python models: no work beyond moving the tensors through.
+FLOOR_LOOKUP_PY = """
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        return [pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor(
+            "encoded_items", pb_utils.get_input_tensor_by_name(r, "item_ids").as_numpy())])
+            for r in requests]
+"""
+FLOOR_SLICE_PY = """
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+class TritonPythonModel:
+    def execute(self, requests):
+        out = []
+        for r in requests:
+            items = pb_utils.get_input_tensor_by_name(r, "encoded_items").as_numpy()[:, :10]
+            out.append(pb_utils.InferenceResponse(output_tensors=[
+                pb_utils.Tensor("top_item_ids", np.ascontiguousarray(items)),
+                pb_utils.Tensor("top_scores", np.zeros(items.shape, dtype=np.float32))]))
+        return out
+"""
 
 
-def ensure_model(config: str, epochs: int) -> Path:
-    """The demo recipe's repository; ETL + training + export only when it is missing."""
+def with_floor(repo: Path, into: Path, max_batch_size: int = 64) -> Path:
+    """A copy of the repository plus the floor ensemble (configs rendered like seqrec's)."""
+    from seqrec.client import contract as C
+    from seqrec.model_repository import contract
+
+    shutil.copytree(repo, into)
+    encoded, outputs = C.ENCODED_ITEMS, (C.TOP_ITEM_IDS, C.TOP_SCORES)
+    for name, code, inputs, outs in ((FLOOR_LOOKUP, FLOOR_LOOKUP_PY, (C.ITEM_IDS,), (encoded,)),
+                                     (FLOOR_SLICE, FLOOR_SLICE_PY, (encoded,), outputs)):
+        (into / name / "1").mkdir(parents=True)
+        (into / name / "1" / "model.py").write_text(code)
+        (into / name / "config.pbtxt").write_text(contract.python_model(
+            name, inputs, outs, max_batch_size=max_batch_size, kind="KIND_CPU", count=1,
+            queue_delay_us=0, parameters={}))
+    (into / FLOOR).mkdir()
+    (into / FLOOR / "1").mkdir()
+    (into / FLOOR / "config.pbtxt").write_text(contract.ensemble(
+        FLOOR, (C.ITEM_IDS,), outputs, [(FLOOR_LOOKUP, (C.ITEM_IDS,), (encoded,)),
+                                        (FLOOR_SLICE, (encoded,), outputs)],
+        max_batch_size=max_batch_size))
+    return into
+
+
+def server_split(url: str, models) -> dict:
+    """Per model: mean microseconds per request in the queue and in each compute phase, and
+    requests per execution (how much dynamic batching happened), from Triton's statistics."""
+    import tritonclient.grpc as grpcclient
+
+    client = grpcclient.InferenceServerClient(url)
+    out = {}
+    for name in models:
+        s = client.get_inference_statistics(name, as_json=True)["model_stats"][0]
+        n = max(int(s.get("inference_count", 0)), 1)
+        stats = s.get("inference_stats", {})
+        out[name] = {phase: round(int(stats.get(phase, {}).get("ns", 0)) / n / 1000, 1)
+                     for phase in ("queue", "compute_input", "compute_infer", "compute_output")}
+        out[name]["requests_per_execution"] = round(n / max(int(s.get("execution_count", 1)), 1), 2)
+    client.close()
+    return out
+
+
+def ensure_model(config: str, epochs: int, compile_scorer: bool = True) -> Path:
+    """The demo recipe's repository (with the compiled scorer: `<repository>-compiled`); ETL +
+    training + export only when it is missing."""
     from seqrec.config import build, load_recipe
     from seqrec.model_repository.export import ExportConfig, export_repository
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
@@ -38,6 +112,8 @@ def ensure_model(config: str, epochs: int) -> Path:
 
     recipe = load_recipe(config)
     export = build(ExportConfig, recipe.get("export"))
+    if compile_scorer:
+        export.repository, export.compile_scorer = export.repository + "-compiled", True
     if (Path(export.repository) / "seqrec" / "config.pbtxt").is_file():
         return Path(export.repository)
     etl_cfg = build(ETLConfig, recipe.get("etl"))
@@ -66,10 +142,10 @@ def workload(data_dir: Path, n: int, bad_share: float, seed: int = 0):
             for p, b, k in zip(picks, bad, kinds)]
 
 
-def sequential(url: str, requests) -> dict:
+def sequential(url: str, requests, model: str = "seqrec") -> dict:
     """Concurrency 1 with the blocking client: per-request latency of good requests."""
     latencies, answers, failed_good, bad_ok = [], {}, 0, 0
-    with RecommenderClient(url, timeout_s=30) as client:
+    with RecommenderClient(url, model_name=model, timeout_s=30) as client:
         for key, items, bad in tqdm(requests, desc="concurrency 1", leave=False):
             t0 = time.perf_counter()
             try:
@@ -88,7 +164,8 @@ def sequential(url: str, requests) -> dict:
                 bad_answered=bad_ok)
 
 
-async def _concurrent(url: str, requests, concurrency: int, answers: dict) -> dict:
+async def _concurrent(url: str, requests, concurrency: int, answers: dict,
+                      model: str = "seqrec") -> dict:
     queue = iter(requests)
     stats = dict(failed_good=0, mismatched=0, bad_answered=0, latencies=[])
 
@@ -106,12 +183,59 @@ async def _concurrent(url: str, requests, concurrency: int, answers: dict) -> di
             elif key in answers and rec.item_ids != answers[key]:
                 stats["mismatched"] += 1
 
-    async with AsyncRecommenderClient(url, timeout_s=60) as client:
+    async with AsyncRecommenderClient(url, model_name=model, timeout_s=60) as client:
         t0 = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         stats["seconds"] = time.perf_counter() - t0
     stats["latencies"] = np.array(stats["latencies"])
     return stats
+
+
+def profile(repo: Path, requests, rows=(1, 16)) -> dict:
+    """Microseconds per call of each part of the served path, in this process with one torch
+    thread (as the model step runs): the preprocessing runtime, the model step's batching and
+    answers, and the scorer as the plain torch.export program and compiled by AOTInductor."""
+    import torch
+
+    from seqrec.client import contract as C
+    from seqrec.model_repository.lookup import ItemLookup
+    from seqrec.model_repository.runtime import Preprocessor, Ranker
+
+    torch.set_num_threads(1)
+    here = repo / C.MODEL / "1"
+
+    def us(fn, n=200):
+        fn()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            fn()
+        return round((time.perf_counter() - t0) / n * 1e6, 1)
+
+    pre = Preprocessor(ItemLookup.load(repo / C.PREPROCESS / "1"))
+    ranker = Ranker(np.load(here / "item_vocabulary.npy"), 10)
+    good = [items for _, items, bad in requests if not bad]
+    out: dict = {}
+    for n in rows:
+        batch = np.array([list(s[-50:]) + [0] * (50 - len(s[-50:])) for s in good[:n]])
+        lengths = np.array([[min(len(s), 50)] for s in good[:n]])
+        get = {C.ITEM_IDS.name: batch, C.LENGTHS.name: lengths}.get
+        step = pre.run([pre.parse(get)])[0]
+        args = (torch.from_numpy(step[C.ENCODED_ITEMS.name]), torch.from_numpy(step[C.EXCLUDE_ENCODED.name]),
+                torch.empty((10, 0)), None)
+        part = {"preprocess_runtime": us(lambda: pre.run([pre.parse(get)])),
+                "ranker_gather": us(lambda: ranker.gather([step]))}
+        with torch.inference_mode():
+            for name, load in (("scorer_program", lambda p: torch.export.load(p).module()),
+                               ("scorer_compiled", torch._inductor.aoti_load_package)):
+                path = here / ("scorer.pt2" if name == "scorer_program" else "scorer_compiled.pt2")
+                if path.is_file():
+                    scorer = load(str(path))
+                    part[name] = us(lambda: scorer(*args), n=50)
+            ids, scores = scorer(*args)
+        b = ranker.gather([step])
+        part["ranker_answers"] = us(lambda: ranker.answers(b, ids.numpy(), scores.numpy()))
+        out[f"{n}_rows"] = part
+    return out
 
 
 def percentiles(ms: np.ndarray) -> dict:
@@ -127,55 +251,79 @@ def main() -> None:
     ap.add_argument("--bad-share", type=float, default=0.1)
     ap.add_argument("--concurrency", default="8,16,32")
     ap.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
+    ap.add_argument("--no-compile", action="store_true",
+                    help="serve the plain torch.export program (no AOTInductor scorer)")
     args = ap.parse_args()
 
     from seqrec.config import build, load_recipe
     from seqrec.model_repository.export import ExportConfig
     from seqrec.model_repository.server import TritonServer
 
-    repo = Path(args.repository) if args.repository else ensure_model(args.config, args.epochs)
+    repo = (Path(args.repository) if args.repository
+            else ensure_model(args.config, args.epochs, not args.no_compile))
     data_dir = Path(build(ExportConfig, load_recipe(args.config).get("export")).data_dir)
     requests = workload(data_dir, args.requests, args.bad_share)
-    n_bad = sum(b for _, _, b in requests)
+    floor_requests = [r for r in requests if not r[2]]  # the floor answers anything: good ones only
     rows = []
-    with TritonServer(repo) as server:
-        with RecommenderClient(server.grpc_url) as warm:  # first calls load lazily-built state
-            for _, items, bad in requests[:50]:
-                if not bad:
-                    warm.recommend(items)
-        seq = sequential(server.grpc_url, requests)
-        rows.append(dict(concurrency=1, requests=len(requests), bad=n_bad,
+
+    def measure(url, model, reqs):
+        n_bad = sum(b for _, _, b in reqs)
+        seq = sequential(url, reqs, model)
+        rows.append(dict(model=model, concurrency=1, requests=len(reqs), bad=n_bad,
                          failed_good=seq["failed_good"], mismatched=0,
                          bad_answered=seq["bad_answered"],
-                         requests_per_s=round(len(requests) / (seq["latencies"].sum() / 1000
-                                                                + 1e-9), 1),
+                         requests_per_s=round(len(seq["latencies"]) / (seq["latencies"].sum() / 1000
+                                                                       + 1e-9), 1),
                          **percentiles(seq["latencies"])))
         for c in (int(x) for x in args.concurrency.split(",")):
-            st = asyncio.run(_concurrent(server.grpc_url, requests, c, seq["answers"]))
-            rows.append(dict(concurrency=c, requests=len(requests), bad=n_bad,
+            st = asyncio.run(_concurrent(url, reqs, c, seq["answers"], model))
+            rows.append(dict(model=model, concurrency=c, requests=len(reqs), bad=n_bad,
                              failed_good=st["failed_good"], mismatched=st["mismatched"],
                              bad_answered=st["bad_answered"],
-                             requests_per_s=round(len(requests) / st["seconds"], 1),
+                             requests_per_s=round(len(reqs) / st["seconds"], 1),
                              **percentiles(st["latencies"])))
+
+    with tempfile.TemporaryDirectory() as tmp, \
+            TritonServer(with_floor(repo, Path(tmp) / "repo")) as server:
+        for model in (FLOOR, "seqrec"):  # first calls load lazily-built state
+            with RecommenderClient(server.grpc_url, model_name=model) as warm:
+                for _, items, bad in requests[:50]:
+                    if not bad:
+                        warm.recommend(items)
+        measure(server.grpc_url, FLOOR, floor_requests)
+        measure(server.grpc_url, "seqrec", requests)
+        split = server_split(server.grpc_url, ("seqrec", "seqrec_preprocess", "seqrec_model",
+                                               FLOOR, FLOOR_LOOKUP, FLOOR_SLICE))
         startup = server.startup_seconds
+    by = {(r["model"], r["concurrency"]): r for r in rows}
+    ratios = {f"c{c}": dict(p50=round(by["seqrec", c]["p50_ms"] / by[FLOOR, c]["p50_ms"], 2),
+                            requests_per_s=round(by["seqrec", c]["requests_per_s"]
+                                                 / by[FLOOR, c]["requests_per_s"], 2))
+              for c in sorted({c for _, c in by})}
     # concurrency 1: requests/s is 1 / mean latency of good requests (the loop has no think time)
     result = dict(
-        what="gRPC load on the served MovieLens-100k GPT-2 ensemble (client and server on the "
-             "same machine); latencies of good requests, measured on the client",
+        what="gRPC load on the served MovieLens-100k GPT-2 ensemble and on the bare two-step "
+             "python-backend floor in the same server and run (client and server on the same "
+             "machine); latencies of good requests, measured on the client",
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
-                     python=platform.python_version()),
+                     python=platform.python_version(), load_average=os.getloadavg()),
         repository=str(repo), server_start_s=round(startup, 1), bad_share=args.bad_share,
         bad_kinds=list(BAD_KINDS), perf_analyzer="not available (pip perf-analyzer is a 0.1.0 "
-        "placeholder here)", targets=dict(p50_ms_c1=5, p99_ms_c1=15, requests_per_s_c16=400),
-        results=rows)
+        "placeholder here)",
+        targets=dict(p50_c1_vs_floor="<= 2x", requests_per_s_c16=1000, p99_ms_c16=25,
+                     failed_or_changed_good=0),
+        seqrec_vs_floor=ratios, server_split_us_per_request=split,
+        profile_us_per_call=profile(repo, requests), results=rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["concurrency", "requests", "bad", "failed_good", "mismatched", "requests_per_s",
+    cols = ["model", "concurrency", "requests", "bad", "failed_good", "mismatched", "requests_per_s",
             "p50_ms", "p90_ms", "p99_ms"]
     print(" ".join(f"{c:>14}" for c in cols))
     for r in rows:
         print(" ".join(f"{r[c]:>14}" for c in cols))
+    print("seqrec / floor:", json.dumps(ratios))
+    print("server split (us per request):", json.dumps(split, indent=1))
     print(f"-> {out}")
 
 

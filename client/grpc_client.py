@@ -3,20 +3,9 @@
 Imports only numpy and tritonclient.grpc (never torch, NVTabular, pandas or other seqrec
 modules), so an application can depend on `seqrec[client]` alone.
 
-Tensor contract (the exported ensemble batches: the first dimension is the batch of sessions):
-  input   item_ids          INT64 [B, L]  ORIGINAL item ids, oldest first, right-padded
-          lengths           INT64 [B, 1]  optional: real length of each row (default L)
-          k                 INT64 [B, 1]  optional: how many items (default: the exported top_k)
-          exclude_item_ids  INT64 [B, E]  optional: ids never to recommend (ids not in the
-                                          catalogue are ignored, so they serve as padding)
-          <side feature>    [B, L]        for a model trained with side features: the raw value
-                                          of each interaction, aligned with item_ids (the
-                                          model's metadata lists them: INT64, FP32, or BYTES for text)
-  outputs top_item_ids      INT64 [B, k]  original item ids, best first (a bad row: all -1)
-          top_scores        FP32  [B, k]  (a bad row: all NaN)
-          row_errors        BYTES [B, 1]  "" for an answered row, else the message naming the
-                                          row's problem (empty session, no known item, ...)
-A request-level problem (missing item_ids, bad k, shapes that disagree) fails the whole request.
+The tensors it sends and reads are declared in contract.py (names, types, shapes, meaning,
+limits). A request-level problem (missing item_ids, bad k, shapes that disagree, a request over
+the size limits) fails the whole request with INVALID_ARGUMENT; a bad row gets its own message.
 """
 from __future__ import annotations
 
@@ -33,10 +22,12 @@ from .connection import TLS, RetryPolicy, Retrying, channel_args
 __all__ = ["RecommenderClient", "AsyncRecommenderClient", "Recommendation", "RecommendationError",
            "format_table", "build_inputs", "canary_inputs"]
 
-INPUT_NAME = "item_ids"
-OUTPUT_IDS = "top_item_ids"
-OUTPUT_SCORES = "top_scores"
-OUTPUT_ERRORS = "row_errors"  # absent from repositories exported before per-row answers
+from . import contract as C
+
+INPUT_NAME = C.ITEM_IDS.name
+OUTPUT_IDS = C.TOP_ITEM_IDS.name
+OUTPUT_SCORES = C.TOP_SCORES.name
+OUTPUT_ERRORS = C.ROW_ERRORS.name  # absent from repositories exported before per-row answers
 ERROR_MODES = ("raise", "return")
 
 
@@ -136,28 +127,29 @@ def build_inputs(sessions: Sequence[Sequence[int]], k: int | None = None,
         raise ValueError("no sessions to send")
     rows = [_to_int64(s) for s in sessions]
     items, lengths = _padded(rows, 0)
-    tensors = [("item_ids", items)]
+    tensors = [(C.ITEM_IDS, items)]
     if (lengths != items.shape[1]).any():  # all rows full: `lengths` is not needed
-        tensors.append(("lengths", lengths[:, None]))
+        tensors.append((C.LENGTHS, lengths[:, None]))
     if k is not None:
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")
-        tensors.append(("k", np.full((len(rows), 1), k, dtype=np.int64)))
+        tensors.append((C.K, np.full((len(rows), 1), k, dtype=np.int64)))
     if exclude is not None:
         per_row = (len(exclude) > 0 and not np.isscalar(exclude[0])
                    and not isinstance(exclude, np.ndarray))
         ex = [_to_int64(e) for e in exclude] if per_row else [_to_int64(exclude)] * len(rows)
         if len(ex) != len(rows):
             raise ValueError(f"exclude has {len(ex)} lists for {len(rows)} sessions")
-        tensors.append(("exclude_item_ids", _padded(ex, EXCLUDE_PAD)[0]))
+        tensors.append((C.EXCLUDE_ITEM_IDS, _padded(ex, EXCLUDE_PAD)[0]))
     for name, rows in (features or {}).items():
         if dtypes is not None and name not in dtypes:
             raise ValueError(f"the model has no input {name!r}; its inputs: {sorted(dtypes)}")
-        tensors.append((name, _feature_tensor(name, rows, lengths, (dtypes or {}).get(name))))
-    out = []
-    for name, arr in tensors:
+        arr = _feature_tensor(name, rows, lengths, (dtypes or {}).get(name))
         wire = "BYTES" if arr.dtype == object else "FP32" if arr.dtype == np.float32 else "INT64"
-        inp = grpcclient.InferInput(name, list(arr.shape), wire)
+        tensors.append((C.side_input(name, wire), arr))
+    out = []
+    for spec, arr in tensors:
+        inp = grpcclient.InferInput(spec.name, list(arr.shape), spec.dtype)
         inp.set_data_from_numpy(arr)
         out.append(inp)
     return out

@@ -4,24 +4,27 @@
                            an error message ("" = answered; see ROW_ERRORS)
 <repo>/seqrec_preprocess   python backend, numpy only: the saved workflow compiled to a lookup
                            (lookup.py + item_lookup.npz beside model.py; the workflow is kept too)
-<repo>/seqrec_model        python backend: top-k from scorer.pt2 (torch.export of the model's
-                           scoring, written only if it reproduces recommend() on real histories;
-                           torch alone runs it), else recommend() on the checkpoint; ids mapped back
+<repo>/seqrec_model        python backend: top-k from scorer.pt2, the torch.export program of
+                           the one scorer (training/scoring.py), checked against the eager scorer
+                           on real histories; torch alone runs it; ids mapped back. With
+                           compile_scorer also scorer_compiled.pt2 (AOTInductor), served instead
+Both python models carry runtime.py (numpy: parsing, row errors, batching, answers) and the
+tensor contract (client/contract.py), from which every config.pbtxt is rendered (contract.py).
 A model trained with side features adds one optional ensemble input per raw side column,
 compiled from the workflow into side_lookup.npz (side_export.py / side_lookup.py).
 All three batch (max_batch_size > 0, dynamic batching, ragged sessions). Exporting into an
 existing repository writes version N+1 of each model; the version policy serves the newest.
-Without scorer.pt2 the model step imports `seqrec.training`, which must then be installed where
-tritonserver runs (the venv here, the Dockerfile's image on GPU).
+A scorer that cannot be exported fails the export, unless `allow_fallback` is set: the model
+step then imports `seqrec.training` (installed where tritonserver runs: the venv here, the
+Dockerfile's image on GPU), and its config says so (parameters scorer / scorer_fallback_reason).
 """
 from __future__ import annotations
 
 import shutil
+import warnings
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -31,12 +34,15 @@ from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workf
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.features import list_column
 
+from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS, MODEL,
+                                    MODEL_OUTPUTS, PREPROCESS, ROW_ERRORS, STEP_TENSORS)
+
+from . import contract
 from .lookup import ItemLookup
 from .publish import publish_export, versions  # noqa: F401 (versions: part of this module's API)
-from .scorer import export_scorer
+from .scorer import COMPILED_FILE, SCORER_FILE, export_scorer
 from .side_export import build_side_lookup, side_tensors
 
-ENSEMBLE, PREPROCESS, MODEL = "seqrec", "seqrec_preprocess", "seqrec_model"
 
 
 @dataclass
@@ -51,66 +57,28 @@ class ExportConfig:
     max_queue_delay_us: int = 0  # 0: batch only what queued while the model was busy
     instances: int = 1  # model instances (scale out within one server)
     torch_threads: int = 1  # per model instance; the server and the other stubs need cores too
+    # When the scorer cannot be exported as a program: fail (False), or serve the eager scorer
+    # from the installed training code (True; reported by `seqrec export` and in the config).
+    allow_fallback: bool = False
+    # Also compile the program with AOTInductor (needs a C++ compiler here, minutes on 2 cores;
+    # CPU instances only): the served step then runs C++ kernels instead of Python per operator.
+    compile_scorer: bool = False
 
 
-# (name, data type, dims without the batch dimension, optional)
-# item_ids is marked optional on purpose: Triton's ensemble does not check WHICH inputs came, so a
-# request with only optional ones would stall ("unexpected deadlock"); the preprocessing model
-# answers a missing item_ids itself, by name.
-RAW_IN = [("item_ids", "TYPE_INT64", "-1", True), ("lengths", "TYPE_INT64", "1", True),
-          ("k", "TYPE_INT64", "1", True), ("exclude_item_ids", "TYPE_INT64", "-1", True)]
-# The preprocessing step takes all of them (k too: checked there, and it gives the step an
-# input when item_ids is missing); side-feature models add their raw columns (side_export.py).
-PRE_OUT = [("encoded_items", "TYPE_INT64", "-1", False),
-           ("exclude_encoded", "TYPE_INT64", "-1", False), ("top_k", "TYPE_INT64", "1", False),
-           ("row_ok", "TYPE_BOOL", "1", False)]  # false: a bad row, the model step skips it
-TOP_OUT = [("top_item_ids", "TYPE_INT64", "-1", False), ("top_scores", "TYPE_FP32", "-1", False)]
-# Per-row answers inside one request: "" for a good row, else the message naming its problem.
-# Made by the preprocessing step and returned by the ensemble as it is.
-ROW_ERRORS = [("row_errors", "TYPE_STRING", "1", False)]
+class ScorerFallbackWarning(RuntimeWarning):
+    """The model step will run the eager scorer from the installed seqrec.training."""
 
 
-def _io(section: str, tensors, ragged: bool = False) -> str:
-    def one(name, dtype, dims, optional):
-        extra = " optional: true" if optional else ""
-        if ragged and dims.startswith("-1"):
-            extra += " allow_ragged_batch: true"  # sessions of different lengths share a batch
-        return f'  {{ name: "{name}" data_type: {dtype} dims: [ {dims} ]{extra} }}'
-
-    return f"{section} [\n" + ",\n".join(one(*t) for t in tensors) + "\n]\n"
+# Files copied beside the templates: the numpy runtime and what it imports.
+RUNTIME_FILES = (("model_repository", "runtime.py"), ("model_repository", "lookup.py"),
+                 ("model_repository", "side_lookup.py"), ("client", "contract.py"),
+                 ("model_repository", "safe_program.py"))  # scorer.pt2 read without pickles
 
 
-def _python_config(name: str, inputs, outputs, kind: str, cfg: ExportConfig,
-                   params: dict[str, str], count: int = 1) -> str:
-    text = f'name: "{name}"\nbackend: "python"\nmax_batch_size: {cfg.max_batch_size}\n'
-    text += _io("input", inputs, ragged=True) + _io("output", outputs)
-    text += f"instance_group [ {{ count: {count} kind: {kind} }} ]\n"
-    text += f"dynamic_batching {{ max_queue_delay_microseconds: {cfg.max_queue_delay_us} }}\n"
-    text += VERSION_POLICY
-    for key, value in params.items():
-        text += f'parameters {{ key: "{key}" value: {{ string_value: "{value}" }} }}\n'
-    return text
-
-
-# Serve the newest version only; a reload that fails keeps the one already loaded.
-VERSION_POLICY = "version_policy: { latest: { num_versions: 1 } }\n"
-
-
-def _ensemble_config(cfg: ExportConfig, raw_in=RAW_IN, pre_out=PRE_OUT) -> str:
-    def step(model, inputs, outputs):
-        maps = "".join(f'      input_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in inputs)
-        maps += "".join(f'      output_map {{ key: "{t[0]}" value: "{t[0]}" }}\n' for t in outputs)
-        return f'    {{\n      model_name: "{model}"\n      model_version: -1\n{maps}    }}'
-
-    steps = ",\n".join([step(PREPROCESS, raw_in, pre_out + ROW_ERRORS),
-                        step(MODEL, pre_out, TOP_OUT)])
-    return (
-        f'name: "{ENSEMBLE}"\nplatform: "ensemble"\nmax_batch_size: {cfg.max_batch_size}\n'
-        + _io("input", raw_in)
-        + _io("output", TOP_OUT + ROW_ERRORS)
-        + VERSION_POLICY
-        + f"ensemble_scheduling {{\n  step [\n{steps}\n  ]\n}}\n"
-    )
+def _copy_runtime(folder: Path) -> None:
+    package = {"model_repository": "seqrec.model_repository", "client": "seqrec.client"}
+    for where, name in RUNTIME_FILES:
+        (folder / name).write_text(resources.files(package[where]).joinpath(name).read_text())
 
 
 def _template(name: str) -> str:
@@ -154,21 +122,22 @@ def export_repository(cfg: ExportConfig) -> Path:
         )
     if not 1 <= cfg.top_k <= int((vocabulary >= 0).sum()):
         raise ValueError(f"top_k must be between 1 and the number of items, got {cfg.top_k}")
+    if cfg.compile_scorer and cfg.gpu:
+        raise ValueError("compile_scorer builds the scorer for this CPU; it cannot serve KIND_GPU "
+                         "instances (export with gpu: false, or without compile_scorer)")
     if cfg.max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
     lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
     side = None if model.cfg.side is None else build_side_lookup(workflow, model.cfg.side)
     side_raw, side_between = side_tensors(side)
-    raw_in, pre_out = RAW_IN + side_raw, PRE_OUT + side_between
+    raw_in, step = ENSEMBLE_INPUTS + side_raw, STEP_TENSORS + side_between
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
     with staging_dir(final) as staging:  # beside the repository: never loaded from there
         pre = staging / PREPROCESS
         pre.mkdir()
         (pre / "model.py").write_text(_template("preprocess_model.py"))
-        for module in ("lookup.py", "side_lookup.py"):
-            (pre / module).write_text(
-                resources.files("seqrec.model_repository").joinpath(module).read_text())
+        _copy_runtime(pre)
         lookup.save(pre)
         if side is not None:
             side.save(pre)
@@ -177,26 +146,46 @@ def export_repository(cfg: ExportConfig) -> Path:
         rec = staging / MODEL
         rec.mkdir()
         (rec / "model.py").write_text(_template("recommender_model.py"))
-        (rec / "safe_program.py").write_text(  # scorer.pt2 read without unpickling objects
-            resources.files("seqrec.model_repository").joinpath("safe_program.py").read_text())
+        _copy_runtime(rec)
         # trainer_state.pt holds the optimizer state: only training needs it
         skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
         np.save(rec / "item_vocabulary.npy", vocabulary)
         histories, features = _check_histories(data_dir, model.cfg.side)
-        why_not = export_scorer(model, histories, rec, features=features)
+        why_not = export_scorer(model, histories, rec, cfg.exclude_seen, features=features,
+                                compile=cfg.compile_scorer)
+        params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
+                  "torch_threads": str(cfg.torch_threads),
+                  "scorer": COMPILED_FILE if cfg.compile_scorer else SCORER_FILE}
         if why_not:
-            warnings.warn(f"{MODEL} will call recommend() from the installed seqrec.training: "
-                          f"{why_not}", stacklevel=2)
+            if not cfg.allow_fallback:
+                raise ValueError(
+                    f"cannot export the scorer of {model_dir} as a program: {why_not}. Set "
+                    "export.allow_fallback: true to serve it through the installed seqrec.training "
+                    "instead")
+            params.update(scorer="fallback", scorer_fallback_reason=why_not)
+            warnings.warn(f"{MODEL} will run the eager scorer from the installed "
+                          f"seqrec.training: {why_not}", ScorerFallbackWarning, stacklevel=2)
         (staging / ENSEMBLE).mkdir()
 
+        common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
         configs = {
-            PREPROCESS: _python_config(PREPROCESS, raw_in, pre_out + ROW_ERRORS, "KIND_CPU", cfg, {}),
-            MODEL: _python_config(
-                MODEL, pre_out, TOP_OUT, kind, cfg,
-                {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
-                 "torch_threads": str(cfg.torch_threads)}, count=cfg.instances),
-            ENSEMBLE: _ensemble_config(cfg, raw_in, pre_out),
+            PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",
+                                              count=1, parameters={}, all_optional=True, **common),
+            MODEL: contract.python_model(MODEL, step, MODEL_OUTPUTS, kind=kind, count=cfg.instances,
+                                         parameters=params, **common),
+            ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, ENSEMBLE_OUTPUTS,
+                                        [(PREPROCESS, raw_in, step + (ROW_ERRORS,)),
+                                         (MODEL, step, MODEL_OUTPUTS)],
+                                        max_batch_size=cfg.max_batch_size),
         }
         publish_export(final, staging, configs, members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
     return final
+
+
+def scorer_fallback(repository: str | Path) -> str | None:
+    """Why the served model step runs the eager scorer (None: it runs scorer.pt2)."""
+    params = contract.read_config(Path(repository) / MODEL / "config.pbtxt").parameters
+    if params["scorer"].string_value != "fallback":
+        return None
+    return params["scorer_fallback_reason"].string_value

@@ -1,13 +1,13 @@
-"""Export the trained model's scoring as a `torch.export` program (scorer.pt2), so the served model
-step needs torch only: no training code, no NVTabular.
+"""Export the one scorer (training/scoring.py) as a `torch.export` program (scorer.pt2), so the
+served model step needs torch only: no training code, no NVTabular.
 
-The program maps a right-padded batch of encoded histories [B, T] to next-item scores
-[B, num_items], as `recommend()` does. For a model trained with side features it takes a second
-argument, {"categorical": [B, T, C] int64, "continuous": [B, T, F] float32} (the keys the model
-has), the columns in the model's order (SideFeatureConfig.categorical / .continuous). It is only written after it gave the same top-k (ids equal,
-scores to 1e-5) as `recommend()` on real held-out histories; otherwise (a backbone that does
-not export, or scores differently, e.g. one that appends a mask token) nothing is written and
-the served model calls `recommend()` from the installed training code instead.
+The program is `Scorer(model, exclude_seen)` itself (its window always max_len wide): whole encoded histories [B, T], encoded
+exclusions [B, E] and a [k, 0] depth tensor in (plus the stacked side tensors for a model
+trained with side features), top-k ids and scores out. It is written only after it gave the
+same answers (ids equal, scores to 1e-5) as the eager module on real held-out histories, with
+exclusions; when it cannot be built the export fails naming why (or, with
+`export.allow_fallback`, the model step runs the eager module from the installed training code,
+and the export says so).
 """
 from __future__ import annotations
 
@@ -18,90 +18,78 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from seqrec.training.data import pad_right
-from seqrec.training.features import pad_features
-from seqrec.training.recommend import recommend
+from seqrec.client.contract import MAX_EXCLUDED_PER_ROW, MAX_ITEM_IDS_PER_ROW
+from seqrec.training.scoring import Scorer, depth_tensor, scorer_inputs
 
 SCORER_FILE = "scorer.pt2"
-PAD_ID = 0
+# The same program compiled ahead of time by AOTInductor (C++ kernels, no Python per operator):
+# what makes a small model's step cheap on CPU. Built with the C++ compiler at export time for
+# this CPU and this torch; torch alone loads it.
+COMPILED_FILE = "scorer_compiled.pt2"
 
 
-class _LastPositionScorer(torch.nn.Module):
-    """Scores read at each row's last real position (what recommend() does for CLM models)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
-        lengths = (items != PAD_ID).sum(dim=1)
-        hidden = self.model.hidden_states(items)
-        return self.model.logits(hidden[torch.arange(items.shape[0]), lengths - 1])
+def _check_inputs(model, histories, features, n: int):
+    """The first n histories, each with its first three items excluded (exercises `exclude`)."""
+    rows = histories[:n]
+    part = None if features is None else {c: v[:n] for c, v in features.items()}
+    exclude = [h[:3] for h in rows]
+    return scorer_inputs(model, rows, part, exclude)
 
 
-class _SideFeatureScorer(_LastPositionScorer):
-    """The same, for a model trained with side features: stacked side tensors in."""
-
-    def forward(self, items: torch.Tensor, side: dict[str, torch.Tensor]) -> torch.Tensor:
-        cfg = self.model.cfg.side
-        features = {c: side["categorical"][..., j] for j, c in enumerate(cfg.categorical)}
-        features.update({c: side["continuous"][..., j] for j, c in enumerate(cfg.continuous)})
-        lengths = (items != PAD_ID).sum(dim=1)
-        hidden = self.model.hidden_states(items, features=features)
-        return self.model.logits(hidden[torch.arange(items.shape[0]), lengths - 1])
+def _same(got, want) -> bool:
+    """The same ranking (ids where the score is finite) and scores to 1e-5."""
+    finite = torch.isfinite(want[1])
+    return bool(torch.equal(got[0][finite], want[0][finite])
+                and torch.equal(torch.isfinite(got[1]), finite)
+                and torch.allclose(got[1][finite], want[1][finite], atol=1e-5, rtol=0))
 
 
-def stack_side(cfg, padded: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per-column [B, T] tensors -> the scorer's {"categorical": [B, T, C], "continuous": ...}."""
-    out = {}
-    if cfg.categorical:
-        out["categorical"] = torch.stack([padded[c] for c in cfg.categorical], dim=-1)
-    if cfg.continuous:
-        out["continuous"] = torch.stack([padded[c].float() for c in cfg.continuous], dim=-1)
-    return out
-
-
-def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, k: int = 20,
-                  features: dict | None = None) -> str | None:
-    """Write folder/scorer.pt2 when it reproduces recommend(); return why not otherwise.
-    features: side features aligned with `histories` (models trained with them)."""
+def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_seen: bool,
+                  k: int = 20, features: dict | None = None, compile: bool = False) -> str | None:
+    """Write folder/scorer.pt2 (and with `compile` folder/scorer_compiled.pt2) when it reproduces
+    the eager scorer; return why not otherwise. histories: real encoded histories as the served
+    step gets them (whole, not cut to the model's max_len); features: side features aligned with
+    them (models trained with them)."""
     model.eval()
-    max_len = model.cfg.max_len
-    side_cfg = model.cfg.side
     keep = [i for i, h in enumerate(histories) if len(h)]
-    histories = [np.asarray(histories[i][-max_len:], dtype=np.int64) for i in keep]
-    if side_cfg is not None:
-        features = {c: [np.asarray(features[c][i][-max_len:]) for i in keep] for c in side_cfg.columns}
-    if not histories:
-        return "no histories to check the exported program against"
-
-    def inputs(n):
-        items = pad_right(histories[:n], max_len)
-        if side_cfg is None:
-            return (items,)
-        part = {c: v[:n] for c, v in features.items()}
-        return items, stack_side(side_cfg, pad_features(side_cfg, part, max_len))
-
+    histories = [np.asarray(histories[i], dtype=np.int64) for i in keep]
+    if features is not None:
+        features = {c: [np.asarray(v[i]) for i in keep] for c, v in features.items()}
+    if len(histories) < 4:
+        return f"only {len(histories)} non-empty histories to check the exported program against (need 4)"
+    k = min(k, model.cfg.num_items)
+    scorer = Scorer(model, exclude_seen, fixed_width=True).eval()
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    length = torch.export.Dim("length", min=1, max=MAX_ITEM_IDS_PER_ROW)
+    width = torch.export.Dim("excluded", min=1, max=MAX_EXCLUDED_PER_ROW)
+    depth = torch.export.Dim("depth", min=1, max=model.cfg.num_items)
+    items, excl, side = _check_inputs(model, histories, features, 4)
+    shapes = {"items": {0: batch, 1: length}, "exclude": {0: batch, 1: width}, "depth": {0: depth},
+              "side": None if side is None else {key: {0: batch, 1: length} for key in side}}
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            batch = torch.export.Dim("batch", min=1, max=4096)
-            length = torch.export.Dim("length", min=1, max=max_len)
-            dims = {0: batch, 1: length}
-            if side_cfg is None:
-                module, shapes = _LastPositionScorer(model), {"items": dims}
-            else:
-                module = _SideFeatureScorer(model)
-                shapes = {"items": dims, "side": {key: dims for key in inputs(1)[1]}}
-            program = torch.export.export(module.eval(), inputs(4), dynamic_shapes=shapes)
-            with torch.no_grad():
-                scores = program.module()(*inputs(len(histories)))
-    except Exception as err:  # noqa: BLE001 - any failure means: serve through recommend()
-        return f"torch.export failed: {type(err).__name__}: {str(err)[:200]}"
-    top = torch.topk(scores, k, dim=1)
-    want_ids, want_scores = recommend(model, histories, k=k, features=features)
-    if not (np.array_equal(top.indices.numpy(), want_ids)
-            and np.allclose(top.values.float().numpy(), want_scores, atol=1e-5, rtol=0)):
-        return "the exported program does not reproduce recommend() for this model"
+            warnings.simplefilter("ignore")  # torch.export's notes on HF internals
+            program = torch.export.export(scorer, (items, excl, depth_tensor(3), side),
+                                          dynamic_shapes=shapes)
+    except Exception as err:  # noqa: BLE001 - reported to the caller, who decides
+        return f"torch.export failed: {type(err).__name__}: {str(err)[:300]}"
+    items, excl, side = _check_inputs(model, histories, features, len(histories))
+    with torch.no_grad():
+        got = program.module()(items, excl, depth_tensor(k), side)
+        want = Scorer(model, exclude_seen).eval()(items, excl, depth_tensor(k), side)  # = recommend()
+    if not _same(got, want):
+        return "the exported program does not reproduce recommend() on real histories"
     torch.export.save(program, str(Path(folder) / SCORER_FILE))
+    if compile:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                path = torch._inductor.aoti_compile_and_package(
+                    program, package_path=str(Path(folder) / COMPILED_FILE))
+                with torch.no_grad():
+                    got = torch._inductor.aoti_load_package(path)(items, excl, depth_tensor(k), side)
+        except Exception as err:  # noqa: BLE001 - reported to the caller, who decides
+            return f"AOTInductor could not compile the program: {type(err).__name__}: {str(err)[:300]}"
+        if not _same(got, want):
+            return "the compiled program does not reproduce recommend() on real histories"
     return None

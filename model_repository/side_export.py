@@ -6,15 +6,12 @@ import numpy as np
 import pandas as pd
 from nvtabular import ops
 
+from seqrec.client.contract import side_input, side_step_tensors
 from seqrec.preprocessing.ops import TIME_FEATURES, ItemAge, TimeFeatures
 from seqrec.preprocessing.workflow import _nodes
 from seqrec.training.features import SideFeatureConfig
 
 from .side_lookup import SideLookup
-
-# Between the two models of the ensemble: the encoded side features aligned with encoded_items.
-SIDE_CATEGORICAL, SIDE_CONTINUOUS = "side_categorical", "side_continuous"
-
 
 def _ops(workflow, kind):
     return [n for n in _nodes(workflow.output_node) if isinstance(n.op, kind)]
@@ -74,13 +71,6 @@ def build_side_lookup(workflow, side: SideFeatureConfig) -> SideLookup:
 def side_tensors(lookup: SideLookup | None):
     """(raw request inputs, tensors from the preprocessing step to the model step)."""
     if lookup is None:
-        return [], []
-    # config.pbtxt spells the BYTES wire type TYPE_STRING
-    raw = [(name, "TYPE_STRING" if dtype == "BYTES" else f"TYPE_{dtype}", "-1", True)
-           for name, dtype in lookup.inputs]
-    between = []
-    if lookup.n_categorical:
-        between.append((SIDE_CATEGORICAL, "TYPE_INT64", f"-1, {lookup.n_categorical}", False))
-    if lookup.n_continuous:
-        between.append((SIDE_CONTINUOUS, "TYPE_FP32", f"-1, {lookup.n_continuous}", False))
-    return raw, between
+        return (), ()
+    raw = tuple(side_input(name, dtype) for name, dtype in lookup.inputs)
+    return raw, side_step_tensors(lookup.n_categorical, lookup.n_continuous)

@@ -10,6 +10,7 @@ import tarfile
 from importlib import resources
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .interactions import validate_interactions
@@ -96,3 +97,18 @@ def transformers4rec_sample_dir(cache: Path | None = None) -> Path:
             members = [m for m in tar.getmembers() if m.name.startswith(T4R_TESTING) and m.isfile()]
             tar.extractall(target, members=members, filter="data")
     return folder
+
+
+def read_transformers4rec_sessions(folder: Path | None = None) -> pd.DataFrame:
+    """The sdist's grouped YOOCHOOSE-like session sample (`data.parquet`, one row per session),
+    exploded to one row per interaction: session_id, item_id, timestamp (epoch seconds)."""
+    path = Path(folder or transformers4rec_sample_dir()) / "data.parquet"
+    grouped = pd.read_parquet(path, columns=["session_id", "item_id/list", "ts/list"])
+    lengths = grouped["item_id/list"].map(len).to_numpy()
+    items, stamps = grouped["item_id/list"].to_numpy(), grouped["ts/list"].to_numpy()
+    frame = pd.DataFrame({
+        "session_id": np.repeat(grouped["session_id"].to_numpy(), lengths),
+        "item_id": np.concatenate(items).astype(np.int64) if len(items) else np.zeros(0, np.int64),
+        "timestamp": np.concatenate(stamps).astype(np.int64) if len(stamps) else np.zeros(0, np.int64),
+    })
+    return validate_interactions(frame, source=str(path), columns=("session_id", "item_id", "timestamp"))

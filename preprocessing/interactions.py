@@ -8,10 +8,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from seqrec.errors import SeqrecError
+
 REQUIRED_COLUMNS = ("user_id", "item_id", "timestamp")
 
 
-class InteractionError(ValueError):
+class InteractionError(SeqrecError, ValueError):
     """Raised for input that cannot become an interaction frame."""
 
 

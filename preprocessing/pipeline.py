@@ -7,6 +7,7 @@ import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import pandas as pd
 import pyarrow.parquet as pq
@@ -19,7 +20,7 @@ from .interactions import InteractionError, validate_interactions
 from .ops import LENGTH_COLUMN, sequences_table
 from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
 from .readers import read_interactions as read_raw
-from .readers import reader_config
+from .readers import ReaderConfig, reader_config
 from .staging import staged_directory
 from .splits import LEAVE_LAST_OUT_MIN_LEN, leave_last_out, time_window_splits
 from .workflow import (
@@ -35,7 +36,8 @@ from .workflow import (
 )
 
 WORKFLOW_DIR = "workflow"
-SPLIT_KINDS = ("leave-last-out", "time-window", "predefined")
+SplitKind = Literal["leave-last-out", "time-window", "predefined"]
+SPLIT_KINDS = get_args(SplitKind)
 # the shortest sequence each split can use, and why (the summary says so when min_len is raised)
 NEEDED = {"leave-last-out": (LEAVE_LAST_OUT_MIN_LEN, "leave-last-out needs a train item, a "
                              "valid and a test target"),
@@ -52,13 +54,13 @@ class ETLConfig:
     # user_id: one sequence per user; session_id: one per session. Default: the source's key
     # (a reader's layout fixes it), else user_id.
     key: str | None = None
-    # a raw file read by seqrec.preprocessing.readers (ReaderConfig fields: format, path, columns,
-    # options); when set it replaces `dataset`
-    source: dict | None = None
-    split: str = "leave-last-out"  # or "time-window", or "predefined" (the data says which is which)
+    # a raw file read by seqrec.preprocessing.readers (format, path, columns, options); when set
+    # it replaces `dataset` (a mapping is read as a ReaderConfig)
+    source: ReaderConfig | None = None
+    split: SplitKind = "leave-last-out"  # or "time-window", or "predefined" (the data says which is which)
     # predefined split: one source per split ({train: {...}, valid: {...}, test: {...}}, each a
     # `source` mapping), or `source` plus `split_column`, the column holding train/valid/test
-    sources: dict | None = None
+    sources: dict[str, ReaderConfig] | None = None
     split_column: str | None = None
     window_seconds: int = 86400  # time-window split: one folder per day by default
     valid_fraction: float = 0.1  # time-window split: share of each window's latest sessions
@@ -73,6 +75,10 @@ class ETLConfig:
     item_age: bool = False  # seconds since the item's first interaction
 
     def __post_init__(self):
+        if self.source is not None:  # built in code from mappings: read them as the loader does
+            self.source = reader_config(self.source)
+        if self.sources is not None:
+            self.sources = {s: reader_config(c) for s, c in self.sources.items()}
         if self.split not in SPLIT_KINDS:
             raise ValueError(f"split {self.split!r}: choose one of {list(SPLIT_KINDS)}")
         required = max(self.min_len, NEEDED[self.split][0])
@@ -86,19 +92,19 @@ class ETLConfig:
                              "`source` with `split_column`, not both")
         if self.split_column is not None and self.source is None:
             raise ValueError("split_column names a column of `source`, which is not set")
-        source_key = reader_config(self.source).key if self.source is not None else None
+        source_key = self.source.key if self.source is not None else None
         if self.sources is not None:
             if sorted(self.sources) != sorted(SPLITS):
                 raise ValueError(f"sources: expected exactly {list(SPLITS)}, got "
                                  f"{sorted(self.sources)}")
-            keys = {s: reader_config(c).key for s, c in self.sources.items()}
+            keys = {s: c.key for s, c in self.sources.items()}
             if len(set(keys.values())) != 1:
                 raise ValueError(f"sources are keyed differently: {keys}")
             source_key = keys["train"]
         if self.key is None:
             self.key = source_key or "user_id"
         elif source_key is not None and self.key != source_key:
-            raise ValueError(f"key {self.key!r} does not match the {self.source['format']} "
+            raise ValueError(f"key {self.key!r} does not match the {self.source.format} "
                              f"source, whose sequences are keyed by {source_key!r}")
 
 
@@ -125,9 +131,9 @@ class ETLResult:
 def read_interactions(config: ETLConfig) -> pd.DataFrame | dict[str, pd.DataFrame]:
     """The raw interactions; a {split: frame} mapping for a predefined split from `sources`."""
     if config.sources is not None:
-        return {s: read_raw(reader_config(config.sources[s])) for s in SPLITS}
+        return {s: read_raw(config.sources[s]) for s in SPLITS}
     if config.source is not None:
-        return read_raw(reader_config(config.source))  # key, item_id, timestamp + side columns
+        return read_raw(config.source)  # key, item_id, timestamp + side columns
     if config.dataset == "movielens-100k":
         return read_movielens_100k()
     raise ValueError(f"unknown dataset {config.dataset!r}; available: ['movielens-100k']")
@@ -209,8 +215,8 @@ def run_etl(
 
 def _source_name(config: ETLConfig) -> str:
     if config.sources is not None:
-        return config.sources["train"]["path"]
-    return config.source["path"] if config.source else f"{config.dataset} input"
+        return config.sources["train"].path
+    return config.source.path if config.source else f"{config.dataset} input"
 
 
 def _filter(grouped: pd.DataFrame, frame: pd.DataFrame, config: ETLConfig, prefix: str = ""):

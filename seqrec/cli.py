@@ -1,30 +1,32 @@
-"""`seqrec` command line: wires the stages together; every stage also works as a library."""
+"""`seqrec` command line: wires the stages together; every stage also works as a library.
+
+Bad input (a recipe, a raw file, a flag's value) raises a SeqrecError naming the problem; main()
+is the one place that turns it into a message on stderr and exit status 2, without a traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
 
+from .errors import SeqrecError
+
 DEFAULT_CONFIG = "configs/ml-100k.yaml"
+USER_ERROR = 2  # exit status for a SeqrecError (argparse uses 2 for bad flags too)
 
 
-def _recipe(args):
-    from .config import load_recipe
+def _config(args, name: str, **overrides):
+    """Section `name` of the recipe given by --config, with the command's flags applied."""
+    from .config import load_recipe, section
 
-    return load_recipe(args.config)
+    return section(load_recipe(args.config), name, **overrides)
 
 
 def cmd_preprocess(args) -> None:
-    from seqrec.preprocessing.interactions import InteractionError
-    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
+    from seqrec.preprocessing.pipeline import run_etl
 
-    from .config import build
-
-    cfg = build(ETLConfig, _recipe(args).get("etl"), output_dir=args.output_dir, max_len=args.max_len)
-    try:
-        result = run_etl(cfg)
-    except InteractionError as err:  # bad raw input: the message names file, column and row
-        raise SystemExit(f"error: {err}") from None
+    cfg = _config(args, "etl", output_dir=args.output_dir, max_len=args.max_len)
+    result = run_etl(cfg)  # bad raw input: an InteractionError naming file, column and row
     print(f"rows in        {result.rows_in:,} ({result.rows_per_second:,.0f} rows/s, {result.seconds:.1f} s)")
     print(f"sequences in   {result.sequences_in:,} distinct {cfg.key}")
     for reason, count in result.dropped_reasons.items():  # every filter, even at 0
@@ -38,13 +40,11 @@ def cmd_preprocess(args) -> None:
 
 
 def cmd_train(args) -> None:
-    from seqrec.training.trainer import TrainConfig, train
+    from seqrec.training.trainer import train
 
-    from .config import build
     from .report import metrics_table
 
-    cfg = build(TrainConfig, _recipe(args).get("train"), data_dir=args.data_dir,
-                output_dir=args.output_dir, epochs=args.epochs)
+    cfg = _config(args, "train", data_dir=args.data_dir, output_dir=args.output_dir, epochs=args.epochs)
     result = train(cfg)  # under torchrun: one rank of a distributed run
     if int(os.environ.get("RANK", "0")):
         return  # rank 0 reports
@@ -53,12 +53,9 @@ def cmd_train(args) -> None:
 
 
 def cmd_incremental(args) -> None:
-    from seqrec.training.incremental import IncrementalConfig, train_incremental
+    from seqrec.training.incremental import train_incremental
 
-    from .config import build
-
-    cfg = build(IncrementalConfig, _recipe(args).get("incremental"), data_dir=args.data_dir,
-                output_dir=args.output_dir)
+    cfg = _config(args, "incremental", data_dir=args.data_dir, output_dir=args.output_dir)
     report = train_incremental(cfg)
     print(f"{'trained on':14s}{'evaluated on':14s}{'sessions':>9s}{'ndcg@10':>9s}{'recall@10':>10s}{'pop ndcg@10':>12s}")
     for w in report["windows"]:
@@ -71,25 +68,23 @@ def cmd_incremental(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.model_repository.export import MODEL, export_repository, scorer_fallback, versions
 
-    from .config import build
-
-    cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository,
-                top_k=args.top_k, gpu=args.gpu or None, instances=args.instances)
-    from seqrec.model_repository.export import MODEL, versions
+    cfg = _config(args, "export", repository=args.repository, top_k=args.top_k,
+                  gpu=args.gpu or None, instances=args.instances)
 
     repo = export_repository(cfg)
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
+    why = scorer_fallback(repo)
+    if why:
+        print(f"fallback: {MODEL} runs the eager scorer from the installed seqrec.training "
+              f"(export.allow_fallback): {why}", file=sys.stderr)
 
 
 def cmd_serve(args) -> None:
     from seqrec.model_repository.supervisor import serve_forever
 
-    from .config import build
-    from seqrec.model_repository.export import ExportConfig
-
-    cfg = build(ExportConfig, _recipe(args).get("export"), repository=args.repository)
+    cfg = _config(args, "export", repository=args.repository)
     explicit = args.model_control == "explicit"
     serve_forever(cfg.repository, model_control=args.model_control,
                   load_models=["seqrec"] if explicit else None, key_file=args.key_file)
@@ -101,8 +96,8 @@ def cmd_model(args) -> None:
     try:
         with ModelControl(args.url, key=read_key(args.key_file), timeout_s=args.timeout) as ctl:
             getattr(ctl, args.action)(args.name)
-    except ModelControlError as err:
-        raise SystemExit(f"error: {err}") from None
+    except ModelControlError as err:  # the client stands alone: its errors are its own
+        raise SeqrecError(str(err)) from None
     print(f"{args.action}ed {args.name!r} at {args.url}")
 
 
@@ -113,7 +108,7 @@ def parse_items(text: str) -> list[int]:
         try:
             items.append(int(part))
         except ValueError:
-            raise SystemExit(f"--items: {part!r} is not an integer item id") from None
+            raise SeqrecError(f"--items: {part!r} is not an integer item id") from None
     return items
 
 
@@ -126,11 +121,11 @@ def parse_features(specs: list[str] | None) -> dict[str, list[float]] | None:
     for spec in specs:
         name, sep, values = spec.partition("=")
         if not sep or not name:
-            raise SystemExit(f"--feature {spec!r}: expected NAME=v1,v2,... (one value per item)")
+            raise SeqrecError(f"--feature {spec!r}: expected NAME=v1,v2,... (one value per item)")
         try:
             out[name] = [float(v) for v in values.split(",")]
         except ValueError:
-            raise SystemExit(f"--feature {name}: {values!r} is not a list of numbers") from None
+            raise SeqrecError(f"--feature {name}: {values!r} is not a list of numbers") from None
     return out
 
 
@@ -145,8 +140,8 @@ def cmd_query(args) -> None:
     with RecommenderClient(args.url, model_name=args.model, timeout_s=args.timeout) as client:
         try:
             rec = client.recommend(parse_items(args.items), features=parse_features(args.feature))
-        except (RecommendationError, ValueError) as err:
-            raise SystemExit(f"error: {err}") from None
+        except (RecommendationError, ValueError) as err:  # the server's or the client's checks
+            raise SeqrecError(str(err)) from None
     print(format_table(rec, titles))
     print(f"latency: {rec.latency_ms:.1f} ms")
 
@@ -157,7 +152,7 @@ def cmd_demo(args) -> None:
     run_demo(args.config, epochs=args.epochs, items=parse_items(args.items))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="seqrec", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -209,7 +204,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--items", default="50,172,133")
 
     args = parser.parse_args(argv)
-    args.fn(args)
+    try:
+        args.fn(args)
+    except SeqrecError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return USER_ERROR
+    return 0
 
 
 if __name__ == "__main__":

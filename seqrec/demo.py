@@ -5,17 +5,17 @@ import time
 
 from tqdm.auto import tqdm
 
-from .config import build, load_recipe
+from .config import load_recipe, section
 from .report import metrics_table
 
 
 def run_demo(config: str, epochs: int | None = None, items: list[int] | None = None) -> dict:
     from seqrec.client import RecommenderClient, format_table
-    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.model_repository.export import export_repository
     from seqrec.model_repository.server import TritonServer
     from seqrec.preprocessing.datasets import read_movielens_100k_titles
-    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
-    from seqrec.training.trainer import TrainConfig, train
+    from seqrec.preprocessing.pipeline import run_etl
+    from seqrec.training.trainer import train
 
     recipe = load_recipe(config)
     items = items or [50, 172, 133]
@@ -23,15 +23,15 @@ def run_demo(config: str, epochs: int | None = None, items: list[int] | None = N
     stages = tqdm(total=5, desc="demo", unit="stage", position=0)
 
     stages.set_postfix_str("preprocess")
-    etl = run_etl(build(ETLConfig, recipe.get("etl")))
+    etl = run_etl(section(recipe, "etl"))
     stages.update()
 
     stages.set_postfix_str("train")
-    trained = train(build(TrainConfig, recipe.get("train"), epochs=epochs))
+    trained = train(section(recipe, "train", epochs=epochs))
     stages.update()
 
     stages.set_postfix_str("export")
-    repo = export_repository(build(ExportConfig, recipe.get("export")))
+    repo = export_repository(section(recipe, "export"))
     stages.update()
 
     stages.set_postfix_str("serve")

@@ -15,18 +15,24 @@ next interaction's (unknown) features.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Literal, Mapping, Sequence, get_args
 
 import numpy as np
 import torch
 from torch import nn
 
+from seqrec.config import derived
+from seqrec.errors import ConfigError
 from seqrec.preprocessing.ops import LIST_SUFFIX
 
-COMBINES = ("concat", "sum")
-CONTINUOUS_EMBEDDINGS = ("linear", "soft-one-hot")
+if TYPE_CHECKING:
+    from .model import ModelConfig
+
+Combine = Literal["concat", "sum"]
+ContinuousEmbedding = Literal["linear", "soft-one-hot"]
+COMBINES, CONTINUOUS_EMBEDDINGS = get_args(Combine), get_args(ContinuousEmbedding)
 
 # features of a batch: column name -> [B, T] tensor (int64 codes or float32 values)
 Features = Mapping[str, torch.Tensor]
@@ -37,39 +43,29 @@ class SideFeatureConfig:
     categorical: list[str] = field(default_factory=list)  # columns whose `<col>-list` holds codes
     continuous: list[str] = field(default_factory=list)  # columns whose `<col>-list` holds numbers
     log_scale: list[str] = field(default_factory=list)  # continuous ones log1p'd first (gaps)
-    combine: str = "concat"  # concat (+ projection to d_model) | sum
-    continuous_embedding: str = "linear"  # linear | soft-one-hot
+    combine: Combine = "concat"  # concat (+ projection to d_model) | sum
+    continuous_embedding: ContinuousEmbedding = "linear"  # linear | soft-one-hot
     categorical_dim: int = 16  # width of each categorical embedding (concat; sum uses d_model)
     continuous_dim: int = 16  # width of the continuous part (concat; sum uses d_model)
     soft_one_hot_bins: int = 16
-    cardinalities: dict = field(default_factory=dict)  # categorical column -> codes (from the workflow)
+    # categorical column -> codes, reserved ones included (from the workflow's Categorify)
+    cardinalities: dict[str, int] = derived("the workflow's Categorify", default_factory=dict)
 
     def __post_init__(self):
+        # the choices again: this class is also built in code, not only by the recipe loader
         if self.combine not in COMBINES:
-            raise ValueError(f"side_features.combine {self.combine!r}: choose from {COMBINES}")
+            raise ConfigError("combine", f"{self.combine!r}: choose from {COMBINES}")
         if self.continuous_embedding not in CONTINUOUS_EMBEDDINGS:
-            raise ValueError(f"side_features.continuous_embedding {self.continuous_embedding!r}: "
-                             f"choose from {CONTINUOUS_EMBEDDINGS}")
+            raise ConfigError("continuous_embedding", f"{self.continuous_embedding!r}: "
+                              f"choose from {CONTINUOUS_EMBEDDINGS}")
         both = sorted(set(self.categorical) & set(self.continuous))
         if both:
-            raise ValueError(f"side_features: {both} listed as categorical and continuous")
+            raise ConfigError("", f"{both} listed as categorical and continuous")
         stray = sorted(set(self.log_scale) - set(self.continuous))
         if stray:
-            raise ValueError(f"side_features.log_scale {stray} are not continuous columns")
+            raise ConfigError("log_scale", f"{stray} are not continuous columns")
         if min(self.categorical_dim, self.continuous_dim, self.soft_one_hot_bins) < 1:
-            raise ValueError("side_features: dims and soft_one_hot_bins must be >= 1")
-
-    @classmethod
-    def from_dict(cls, options: dict | None) -> "SideFeatureConfig | None":
-        """None when the model has no side features (item-only models stay exactly as they were)."""
-        if not options:
-            return None
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"side_features: unknown option(s) {unknown}; valid: {sorted(known)}")
-        cfg = cls(**options)
-        return cfg if cfg.columns else None
+            raise ConfigError("", "dims and soft_one_hot_bins must be >= 1")
 
     @property
     def columns(self) -> list[str]:
@@ -90,12 +86,12 @@ def check_columns(cfg: SideFeatureConfig, schema) -> None:
     available.pop("item_id", None)
     unknown = [c for c in cfg.columns if c not in available]
     if unknown:
-        raise ValueError(f"side_features: unknown column(s) {unknown}; the data has "
-                         f"{sorted(available)} (as <col>{LIST_SUFFIX})")
+        raise ConfigError("side_features", f"unknown column(s) {unknown}; the data has "
+                          f"{sorted(available)} (as <col>{LIST_SUFFIX})")
     not_cat = [c for c in cfg.categorical if "embedding_sizes" not in available[c].properties]
     if not_cat:
-        raise ValueError(f"side_features.categorical {not_cat} were not encoded by Categorify; "
-                         "list them under continuous or categorise them in preprocessing")
+        raise ConfigError("side_features.categorical", f"{not_cat} were not encoded by Categorify; "
+                          "list them under continuous or categorise them in preprocessing")
 
 
 def cardinalities(cfg: SideFeatureConfig, schema) -> dict[str, int]:
@@ -253,26 +249,25 @@ def check_aligned(histories: Sequence[np.ndarray], features, cfg: SideFeatureCon
                              f"{lengths[bad[0]]} items")
 
 
-def check_side_features(data_dir: str | Path, model_options: dict) -> None:
+def check_side_features(data_dir: str | Path, model: "ModelConfig") -> None:
     """Config-time check of `model.side_features` against the data's saved workflow schema (when
     the data is there already; train() checks again before reading it)."""
-    cfg = SideFeatureConfig.from_dict(model_options.get("side_features"))
-    if cfg is not None and (Path(data_dir) / "workflow").is_dir():
-        check_columns(cfg, workflow_schema(data_dir))
+    if model.side is not None and (Path(data_dir) / "workflow").is_dir():
+        try:
+            check_columns(model.side, workflow_schema(data_dir))
+        except ConfigError as err:
+            raise err.under("model") from None
 
 
-def with_cardinalities(model_options: dict, schema) -> dict:
-    """Model options with the categorical cardinalities of the workflow filled in (and the columns
-    checked): the checkpoint then rebuilds the same tables without the workflow."""
-    cfg = SideFeatureConfig.from_dict(model_options.get("side_features"))
-    if cfg is None:
-        return model_options
-    check_columns(cfg, schema)
-    side = dict(model_options["side_features"], cardinalities=cardinalities(cfg, schema))
-    return dict(model_options, side_features=side)
+def with_cardinalities(model: "ModelConfig", schema) -> "ModelConfig":
+    """The model config with the categorical cardinalities of the workflow filled in (and the
+    columns checked): the checkpoint then rebuilds the same tables without the workflow."""
+    if model.side is None:
+        return model
+    check_columns(model.side, schema)
+    return replace(model, side_features=replace(model.side, cardinalities=cardinalities(model.side, schema)))
 
 
-def side_list_columns(model_options: dict) -> list[str]:
-    """The parquet columns a model with these options reads besides the items."""
-    cfg = SideFeatureConfig.from_dict(model_options.get("side_features"))
-    return [] if cfg is None else [list_column(c) for c in cfg.columns]
+def side_list_columns(model: "ModelConfig") -> list[str]:
+    """The parquet columns a model with this config reads besides the items."""
+    return [] if model.side is None else [list_column(c) for c in model.side.columns]

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqrec.config import structure
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 
 from .checkpoint import save_checkpoint
@@ -31,12 +33,12 @@ class IncrementalConfig:
     lr: float = 1e-3
     weight_decay: float = 0.01
     seed: int = 42
-    eval_split: str = "test"  # which sessions of window t+1 are scored
+    eval_split: Literal["valid", "test"] = "test"  # which sessions of window t+1 are scored
     eval_exclude_seen: bool = False
-    model: dict = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
-        ModelConfig.check_options(self.model)
+        self.model = structure(ModelConfig, self.model, "model")
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")
 
@@ -78,7 +80,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
     side_columns = side_list_columns(model_options)
     data = {w.name: {s: _rows(w, s, side_columns) for s in ("train", "valid", "test")} for w in windows}
     max_len = max(int(f[ITEM_LIST].map(len).max()) for parts in data.values() for f in parts.values() if len(f))
-    model = SequenceRecommender(ModelConfig(num_items=num_items, max_len=max_len, **model_options))
+    model = SequenceRecommender(replace(model_options, num_items=num_items, max_len=max_len))
     whole = {name: _Window(list(parts.values()), model) for name, parts in data.items()}
     if model.side is not None:  # standardised with the FIRST window only: later ones are future
         model.side.set_statistics({c: np.concatenate(v) for c, v in whole[windows[0].name].features.items()})

@@ -1,5 +1,5 @@
-"""recommend(): the ONE scoring path. Offline evaluation and the served model both call it, so
-what is measured is what is served."""
+"""recommend(): offline scoring through the one scorer (training/scoring.py), the module that
+`seqrec export` also writes as the served program, so what is measured is what is served."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -7,11 +7,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from seqrec.preprocessing.workflow import PAD_ID
-
-from .data import pad_right
-from .features import check_aligned, map_features, pad_features
-from .model import MASK_ID, SequenceRecommender
+from .model import SequenceRecommender
+from .scoring import Scorer, depth_tensor, scorer_inputs
 
 
 @torch.no_grad()
@@ -27,27 +24,9 @@ def score_histories(model: SequenceRecommender, histories: Sequence[np.ndarray],
     are read there. Either way the input holds the history and nothing else, so nothing after it
     can leak in, and padding never changes a row's scores.
     """
-    if any(len(h) == 0 for h in histories):
-        raise ValueError("every history needs at least one item")
     model.eval()
-    device = next(model.parameters()).device
-    with_mask = model.task.uses_mask_token
-    keep = model.cfg.max_len - int(with_mask)
-    items = pad_right(histories, keep).to(device)
-    side = None
-    if model.cfg.side is not None:
-        check_aligned(histories, features, model.cfg.side)
-        side = map_features(pad_features(model.cfg.side, features, keep), lambda f: f.to(device))
-    lengths = (items != PAD_ID).sum(dim=1)
-    if with_mask:
-        items = torch.cat([items, torch.full_like(items[:, :1], PAD_ID)], dim=1)
-        items[torch.arange(len(items), device=device), lengths] = MASK_ID
-        positions = lengths
-        # the appended mask shows the mask embedding alone: its side values (0) are never read
-        side = map_features(side, lambda f: torch.cat([f, torch.zeros_like(f[:, :1])], dim=1))
-    else:
-        positions = lengths - 1
-    return model.logits(model.task.inference_hidden(model, items, positions, side))
+    items, _, side = scorer_inputs(model, histories, features)
+    return Scorer(model).scores(items, side)
 
 
 @torch.no_grad()
@@ -57,14 +36,14 @@ def recommend(
     k: int = 10,
     exclude_seen: bool = False,
     features: dict | None = None,
+    exclude: Sequence[Sequence[int]] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k encoded item ids [B, k] and their scores [B, k] (float32), best first. `features`:
-    side features aligned with the histories (see score_histories)."""
-    scores = score_histories(model, histories, features)
-    if exclude_seen:
-        rows = np.repeat(np.arange(len(histories)), [len(h) for h in histories])
-        seen = torch.from_numpy(np.concatenate(histories).astype(np.int64)).to(scores.device)
-        scores[torch.from_numpy(rows).to(scores.device), seen] = float("-inf")
-    k = min(k, scores.shape[1])
-    top = torch.topk(scores, k, dim=1)
-    return top.indices.cpu().numpy(), top.values.float().cpu().numpy()
+    """Top-k encoded item ids [B, k] and their scores [B, k] (float32), best first. Reserved ids
+    are never recommended; `exclude_seen` drops every item of each whole history, `exclude` the
+    given encoded ids per row; excluded places at the tail score -inf. `features`: side features
+    aligned with the histories (see score_histories)."""
+    model.eval()
+    items, excl, side = scorer_inputs(model, histories, features, exclude)
+    k = min(k, model.cfg.num_items)
+    ids, scores = Scorer(model, exclude_seen)(items, excl, depth_tensor(k, items.device), side)
+    return ids.cpu().numpy(), scores.cpu().numpy()

@@ -7,14 +7,16 @@ import os
 import pickle
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from seqrec.config import structure
 from seqrec.preprocessing.ops import LIST_SUFFIX
 from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary, load_workflow
@@ -29,7 +31,27 @@ from .model import ModelConfig, SequenceRecommender
 from .recommend import recommend
 
 
-PRECISIONS = ("fp32", "bf16")
+Precision = Literal["fp32", "bf16"]
+PRECISIONS = get_args(Precision)
+LR_DECAYS = ("none", "linear", "cosine")
+
+
+def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based): a linear warm-up
+    over `warmup_steps`, then constant, or a linear / cosine decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if decay == "none" or total_steps <= warmup_steps:
+        return 1.0
+    done = min((step - warmup_steps) / (total_steps - warmup_steps), 1.0)
+    return 1.0 - done if decay == "linear" else 0.5 * (1.0 + np.cos(np.pi * done))
+
+
+def lr_scheduler(optimizer, cfg: "TrainConfig", steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The schedule of `cfg` (warmup_steps, lr_decay over all `cfg.epochs`), stepped per batch."""
+    total = cfg.epochs * steps_per_epoch
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, cfg.warmup_steps, total, cfg.lr_decay))
 
 
 def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
@@ -55,6 +77,8 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
+    warmup_steps: int = 0  # linear learning-rate warm-up over this many optimizer steps
+    lr_decay: str = "none"  # after the warm-up: none (constant) | linear | cosine, to 0 at the last epoch
     patience: int = 5
     seed: int = 42
     eval_batch_size: int = 256
@@ -62,12 +86,16 @@ class TrainConfig:
     eval_exclude_seen: bool = False  # evaluation never recommends items already in the history
     resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present); torchrun: cuda:LOCAL_RANK
-    precision: str = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
-    model: dict = field(default_factory=dict)  # ModelConfig options (backbone, task, d_model, ...)
+    precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
+    model: ModelConfig = field(default_factory=ModelConfig)  # backbone, task, d_model, ...
 
     def __post_init__(self):
         # An invalid backbone x task pair or option fails here, before any data is read.
-        ModelConfig.check_options(self.model)
+        self.model = structure(ModelConfig, self.model, "model")
+        if self.lr_decay not in LR_DECAYS:
+            raise ValueError(f"lr_decay {self.lr_decay!r}: choose from {LR_DECAYS}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps {self.warmup_steps} must be >= 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r}: choose from {PRECISIONS}")
         resolve_device(self.device)  # a CUDA device on a machine without one fails here
@@ -85,6 +113,7 @@ class TrainResult:
     popularity_valid: dict[str, float]
     popularity_test: dict[str, float]
     seconds: float
+    valid_history: list[float] = field(default_factory=list)  # valid NDCG@10 after each epoch
 
 
 def evaluate(model: SequenceRecommender, lists, batch_size: int = 256,
@@ -151,7 +180,8 @@ def training_units(model: SequenceRecommender, lists, max_len: int):
 
 def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
               steps_per_epoch: int | None = None, features: dict | None = None,
-              step_loss: distributed.StepLoss | None = None, precision: str = "fp32") -> float:
+              step_loss: distributed.StepLoss | None = None, precision: str = "fp32",
+              scheduler=None) -> float:
     """One pass over the (shuffled, optionally capped) training examples; the mean loss.
     `batch_size` is the global batch: under torchrun each rank trains on its slice of it.
     features: side-feature matrices shaped like `matrix`, gathered with the same examples."""
@@ -176,6 +206,8 @@ def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_s
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total, steps = total + value, steps + 1
     return distributed.all_sum(step_loss.ctx, [total])[0] / max(steps, 1)
 
@@ -202,7 +234,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     frames = {s: read_split(cfg.data_dir, s, side_list_columns(model_options)) for s in ("train", "valid", "test")}
     train_lists, valid_lists, test_lists = (_lists(frames[s]) for s in ("train", "valid", "test"))
     max_len = int(max(len(x) for x in test_lists))
-    model_cfg = ModelConfig(num_items=num_items, max_len=max_len, **model_options)
+    model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
     device = resolve_device(cfg.device, ctx)
     model = SequenceRecommender(model_cfg)
     side = {s: read_feature_lists(frames[s], model_cfg.side) for s in frames}
@@ -219,7 +251,9 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     train_matrix, unit_rows, unit_ends = training_units(model, train_lists, max_len)
     train_side = pad_features(model_cfg.side, side["train"], max_len)
     generator = torch.Generator().manual_seed(cfg.seed)
-    best, best_epoch, losses, bad_epochs = -1.0, 0, [], 0
+    steps = -(-len(unit_rows) // cfg.batch_size)
+    scheduler = lr_scheduler(optimizer, cfg, min(steps, cfg.steps_per_epoch or steps))
+    best, best_epoch, losses, bad_epochs, history = -1.0, 0, [], 0, []
     out = Path(cfg.output_dir)
     if ctx.main:  # only rank 0 writes
         out.mkdir(parents=True, exist_ok=True)
@@ -229,6 +263,9 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         state = _load_state(state_file)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # states written before schedules existed had none
+            scheduler.load_state_dict(state["scheduler"])
+        history = state.get("valid_history", [])
         generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         best, best_epoch, losses, bad_epochs = state["best"], state["best_epoch"], state["losses"], state["bad_epochs"]
@@ -240,10 +277,12 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
             break
         losses.append(run_epoch(model, optimizer, train_matrix, unit_rows, unit_ends, generator,
-                                cfg.batch_size, cfg.steps_per_epoch, train_side, step_loss, cfg.precision))
+                                cfg.batch_size, cfg.steps_per_epoch, train_side, step_loss, cfg.precision,
+                                scheduler))
         # the same metrics on every rank (rank 0's), so all ranks stop early together
         valid = evaluate(model, valid_lists, cfg.eval_batch_size, cfg.eval_exclude_seen, side["valid"], ctx)
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
+        history.append(valid["ndcg@10"])
         if valid["ndcg@10"] > best:
             best, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
             if ctx.main:
@@ -253,6 +292,8 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         # The last epoch's full training state (not the best weights), so a run can resume.
         if ctx.main:
             _save_state(state_file, epoch=epoch, model=model.state_dict(), optimizer=optimizer.state_dict(),
+                        scheduler=scheduler.state_dict(),
+                        valid_history=[float(x) for x in history],
                         generator=generator.get_state(), torch_rng=torch.get_rng_state(),
                         best=float(best), best_epoch=int(best_epoch),
                         losses=[float(x) for x in losses], bad_epochs=int(bad_epochs))
@@ -274,6 +315,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         # the test-time popularity may count the valid targets too: they are history by then
         popularity_test=evaluate_popularity(valid_lists, test_lists, num_items, cfg.eval_exclude_seen),
         seconds=time.perf_counter() - started,
+        valid_history=history,
     )
     if ctx.main:
         (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result),

@@ -1,16 +1,9 @@
 """Triton python-backend model: encoded sessions -> top-k ORIGINAL item ids and scores, once per
-dynamic batch. With scorer.pt2 beside this file (a torch.export program that `seqrec export`
-checked against recommend() on real histories) it needs torch only; otherwise it calls
-seqrec's recommend() (the function offline evaluation uses) on the checkpoint.
-
-Inputs per request: encoded_items INT64 [B, T] (0-padded), exclude_encoded INT64 [B, E] (0 = none),
-top_k INT64 [B, 1] (0: the exported top_k; capped at the catalogue size), row_ok BOOL [B, 1]
-(false: a row the preprocessing step found bad; it is not scored); for a model trained with
-side features also side_categorical INT64 [B, T, C] / side_continuous FP32 [B, T, F], aligned
-with encoded_items, columns in the model's order.
-Outputs: top_item_ids INT64 [B, k], top_scores FP32 [B, k], best first. When exclusions leave
-fewer than k items, the tail is id -1 with score -inf. A bad row (row_ok false) is all id -1
-with score NaN (its message is in the ensemble's row_errors).
+dynamic batch. Glue only: model/runtime.py (copied beside this file) gathers the batch and maps
+the answers back; the ranking itself is the scorer (seqrec.training.scoring), run as scorer.pt2
+(its torch.export program, checked by `seqrec export`: torch alone), scorer_compiled.pt2 (the
+same program compiled by AOTInductor, with `compile_scorer`) or, for an export made with
+`allow_fallback`, eagerly from the installed seqrec.training. Output types come from model_config.
 """
 import json
 import sys
@@ -21,18 +14,16 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from safe_program import load_program  # noqa: E402  (the copy beside this file)
-
-PAD_ID = 0
+from runtime import Ranker  # noqa: E402  (the copy beside this file)
+from safe_program import load_program  # noqa: E402
 
 
 class TritonPythonModel:
     def initialize(self, args):
         here = Path(args["model_repository"]) / args["model_version"]
-        params = json.loads(args["model_config"])["parameters"]
-        self.k = int(params["top_k"]["string_value"])
-        self.exclude_seen = params["exclude_seen"]["string_value"] == "true"
-        threads = int(params.get("torch_threads", {}).get("string_value", "0"))
+        config = json.loads(args["model_config"])
+        params = {k: v["string_value"] for k, v in config["parameters"].items()}
+        threads = int(params.get("torch_threads", "0"))
         if threads > 0:
             torch.set_num_threads(threads)  # the server's other threads need the remaining cores
         self.device = "cpu"
@@ -43,111 +34,50 @@ class TritonPythonModel:
                 raise FileNotFoundError(f"{needed} not found: incomplete model version")
         model_cfg = json.loads((here / "checkpoint" / "config.json").read_text())
         side = model_cfg.get("side_features") or {}
-        self.side_columns = (list(side.get("categorical", [])), list(side.get("continuous", [])))
-        if (here / "scorer.pt2").is_file():
-            self.max_len = model_cfg["max_len"]
-            try:
-                self.scorer = load_program(here / "scorer.pt2").module().to(self.device)
-            except Exception as err:  # a truncated or foreign file: say which one
-                raise RuntimeError(f"{here / 'scorer.pt2'} is not a readable exported "
-                                   f"program ({type(err).__name__}: {err})") from None
-            self.model = None
-        else:
+        keys = tuple(key for key in ("categorical", "continuous") if side.get(key))
+        if params.get("scorer") == "fallback":
             from seqrec.training.checkpoint import load_checkpoint
+            from seqrec.training.scoring import Scorer
 
-            self.model, self.scorer = load_checkpoint(here / "checkpoint").to(self.device), None
-        self.vocabulary = np.load(here / "item_vocabulary.npy")  # encoded id -> original id
-        self.catalogue = int((self.vocabulary >= 0).sum())
-
-    def _k(self, request) -> int:
-        k = int(pb_utils.get_input_tensor_by_name(request, "top_k").as_numpy().reshape(-1)[0])
-        # Checked (>= 1, one per request) by the preprocessing step; 0 means the default.
-        return min(k if k > 0 else self.k, self.catalogue)  # above the catalogue: all of it
+            model = load_checkpoint(here / "checkpoint").to(self.device)
+            self.scorer = Scorer(model, params.get("exclude_seen") == "true").eval()
+        else:
+            path = here / params.get("scorer", "scorer.pt2")
+            try:
+                if path.name == "scorer_compiled.pt2":  # AOTInductor: C++ kernels for this CPU
+                    self.scorer = torch._inductor.aoti_load_package(str(path))
+                else:
+                    self.scorer = load_program(path).module().to(self.device)
+            except Exception as err:  # a truncated or foreign file: say which one
+                raise RuntimeError(f"{path} is not a readable exported "
+                                   f"program ({type(err).__name__}: {err})") from None
+        self.ranker = Ranker(np.load(here / "item_vocabulary.npy"), int(params["top_k"]), keys)
+        self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
+            pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
+            for o in config["output"]}
+        self.inputs = [i["name"] for i in config["input"]]
 
     def execute(self, requests):
-        items = [pb_utils.get_input_tensor_by_name(r, "encoded_items").as_numpy() for r in requests]
-        excludes = [pb_utils.get_input_tensor_by_name(r, "exclude_encoded").as_numpy() for r in requests]
-        oks = [pb_utils.get_input_tensor_by_name(r, "row_ok").as_numpy().reshape(-1).astype(bool)
-               for r in requests]
-        ks = [self._k(r) for r in requests]
-        histories, row_k, row_excl = [], [], []
-        side_rows = {"side_categorical": [], "side_continuous": []}  # per GOOD row: [n, C] / [n, F]
-        for i in range(len(requests)):
-            lengths = (items[i] != PAD_ID).sum(axis=1)
-            histories += [row[:n] for row, n, ok in zip(items[i], lengths, oks[i]) if ok]
-            for name, cols in zip(side_rows, self.side_columns):
-                if cols:
-                    values = pb_utils.get_input_tensor_by_name(requests[i], name).as_numpy()
-                    side_rows[name] += [row[:n] for row, n, ok in zip(values, lengths, oks[i]) if ok]
-            row_k += [ks[i]] * len(items[i])
-            row_excl.append(excludes[i])
-        responses = []
-        ok = np.concatenate(oks)
-        width = max(e.shape[1] for e in row_excl)
-        excl = np.zeros((len(ok), width), dtype=np.int64)
-        at = 0
-        for e in row_excl:
-            excl[at:at + len(e), : e.shape[1]] = e
-            at += len(e)
-        # Rank k + (number of exclusions) and drop the excluded: the same as masking them first.
-        depth = min(max(row_k) + width, self.catalogue)
-        # Bad rows are never scored: they keep the filler (id -1, score NaN).
-        ids = np.full((len(ok), depth), -1, dtype=np.int64)
-        scores = np.full((len(ok), depth), np.nan, dtype=np.float32)
-        if histories:
-            ids[ok], scores[ok] = self._ranked(histories, depth, side_rows, excl[ok])
-        at = 0
-        for i in range(len(requests)):
-            rows, k = slice(at, at + len(items[i])), ks[i]
-            at += len(items[i])
-            responses.append(pb_utils.InferenceResponse(output_tensors=[
-                pb_utils.Tensor("top_item_ids", np.ascontiguousarray(ids[rows, :k], dtype=np.int64)),
-                pb_utils.Tensor("top_scores", np.ascontiguousarray(scores[rows, :k])),
-            ]))
-        return responses
-
-    def _ranked(self, histories, depth, side_rows, excl):
-        """Top `depth` original ids and scores of each history, excluded items moved to the tail
-        as id -1 / score -inf."""
-        top, scores = self._top(histories, depth, side_rows)
-        dropped = (top[:, :, None] == excl[:, None, :]).any(axis=2) | ~np.isfinite(scores)
-        order = np.argsort(dropped, axis=1, kind="stable")
-        top = np.take_along_axis(top, order, axis=1)
-        scores = np.take_along_axis(scores, order, axis=1)
-        dropped = np.take_along_axis(dropped, order, axis=1)
-        ids = np.where(dropped, -1, self.vocabulary[top])
-        return ids, np.where(dropped, -np.inf, scores).astype(np.float32)
-
-    def _top(self, histories, depth, side_rows):
-        if self.scorer is None:
-            from seqrec.training.recommend import recommend
-
-            features = {}
-            for name, cols in zip(side_rows, self.side_columns):
-                features.update({c: [r[:, j] for r in side_rows[name]] for j, c in enumerate(cols)})
-            return recommend(self.model, histories, k=depth, exclude_seen=self.exclude_seen,
-                             features=features or None)
-        lengths = np.array([len(h) for h in histories])
-        kept = np.minimum(lengths, self.max_len)  # the LAST max_len items, as recommend() keeps
-
-        def tails(rows, dtype):  # right-padded [N, T, ...] of each row's last `kept` entries
-            first = rows[0]
-            batch = np.zeros((len(rows), int(kept.max()), *first.shape[1:]), dtype=dtype)
-            mask = np.arange(batch.shape[1]) < kept[:, None]
-            batch[mask] = np.concatenate([r[len(r) - n:] for r, n in zip(rows, kept)])
-            return torch.from_numpy(batch).to(self.device)
-
-        items = tails(histories, np.int64)
-        side = {}
-        for key, name, cols, dtype in (("categorical", "side_categorical", self.side_columns[0], np.int64),
-                                       ("continuous", "side_continuous", self.side_columns[1], np.float32)):
-            if cols:
-                side[key] = tails(side_rows[name], dtype)
-        with torch.no_grad():
-            scores = self.scorer(items, side) if side else self.scorer(items)
-            if self.exclude_seen:
-                rows = torch.arange(len(items), device=self.device)[:, None].expand_as(items)
-                seen = items != PAD_ID
-                scores[rows[seen], items[seen]] = float("-inf")
-            top = torch.topk(scores, min(depth, scores.shape[1]), dim=1)
-        return top.indices.cpu().numpy(), top.values.float().cpu().numpy()
+        arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
+                  for r in requests]
+        try:
+            batch = self.ranker.gather(arrays)
+            items, exclude, side = self.ranker.good(batch)
+            ids = np.zeros((0, batch.depth), dtype=np.int64)
+            scores = np.zeros((0, batch.depth), dtype=np.float32)
+            if len(items):
+                with torch.inference_mode():
+                    top = self.scorer(
+                        torch.from_numpy(items).to(self.device),
+                        torch.from_numpy(exclude).to(self.device),
+                        torch.empty((batch.depth, 0), device=self.device),
+                        {k: torch.from_numpy(v).to(self.device) for k, v in side.items()} or None)
+                ids, scores = top[0].cpu().numpy(), top[1].cpu().numpy()
+            outputs = self.ranker.answers(batch, ids, scores)
+        except Exception as err:  # noqa: BLE001 - a fault: every request of the batch learns why
+            error = pb_utils.TritonError(f"scoring failed: {type(err).__name__}: {err}",
+                                         pb_utils.TritonError.INTERNAL)
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+        return [pb_utils.InferenceResponse(output_tensors=[
+            pb_utils.Tensor(name, value.astype(self.dtypes[name], copy=False))
+            for name, value in out.items()]) for out in outputs]

@@ -7,9 +7,11 @@ Every reader returns a pandas frame with a key (`session_id` or `user_id`, int64
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import pandas as pd
+
+from seqrec.config import structure
 
 from ..interactions import validate_interactions
 from ._io import ReaderError
@@ -38,7 +40,8 @@ class ReaderConfig:
 
     format: str
     path: str
-    columns: dict[str, str] = field(default_factory=dict)  # generic only: schema -> file name
+    # generic only: schema name -> the file's column (a name, or a 0-based position without a header)
+    columns: dict[str, str | int] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # e.g. event_types, time_format, sep, drop_null_ids
 
     @property
@@ -51,14 +54,9 @@ class ReaderConfig:
         return KEYS[self.format]
 
 
-def reader_config(section: dict) -> ReaderConfig:
-    """A YAML mapping -> ReaderConfig, with an error that lists the valid keys."""
-    known = {f.name for f in fields(ReaderConfig)}
-    unknown, missing = sorted(set(section) - known), sorted({"format", "path"} - set(section))
-    if unknown or missing:
-        raise ReaderError(section.get("path", "source"), f"source: unknown key(s) {unknown}, "
-                          f"missing {missing}; valid keys: {sorted(known)}")
-    return ReaderConfig(**section)
+def reader_config(section: dict | ReaderConfig) -> ReaderConfig:
+    """A YAML mapping (the recipe's `etl.source`) -> ReaderConfig, strictly (seqrec.config)."""
+    return structure(ReaderConfig, section, "source")
 
 
 def read_interactions(source: ReaderConfig | dict) -> pd.DataFrame:

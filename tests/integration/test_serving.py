@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
@@ -23,11 +22,12 @@ from seqrec.client.control import ModelControl, ModelControlError, read_key
 from seqrec.model_repository.export import (ENSEMBLE, MODEL, PREPROCESS, ExportConfig,
                                             export_repository, versions)
 from seqrec.model_repository.lookup import ItemLookup
-from seqrec.preprocessing.workflow import ITEM_LIST, encode_sessions, item_vocabulary, load_workflow
+from seqrec.preprocessing.workflow import encode_sessions
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
 
 from helpers import MAX_LEN, ROOT
+from serving_helpers import offline_view
 
 pytestmark = pytest.mark.slow
 
@@ -40,12 +40,7 @@ def client(server):
 
 @pytest.fixture(scope="module")
 def offline(etl, trained):
-    """What offline evaluation sees: the workflow, the vocabulary, the model, real histories."""
-    workflow = load_workflow(Path(etl.output_dir) / "workflow")
-    vocab = item_vocabulary(workflow)
-    rows = pd.read_parquet(Path(etl.output_dir) / "test.parquet")[ITEM_LIST]
-    raw = [vocab[r[:-1]] for r in rows]  # what a user would send: original ids, target held out
-    return dict(workflow=workflow, vocab=vocab, model=load_checkpoint(trained.output_dir), raw=raw)
+    return offline_view(etl.output_dir, trained.output_dir)
 
 
 def offline_top(offline, sessions, k=10):
@@ -117,8 +112,9 @@ for name in ('seqrec', 'transformers', 'nvtabular', 'merlin', 'pandas'):
     sys.modules[name] = None  # import fails; importlib.util.find_spec (torch probes) says None
 import torch
 scorer = torch.export.load({str(repository / MODEL / "1" / "scorer.pt2")!r}).module()
-top = torch.topk(scorer(torch.tensor({padded!r})), 10, dim=1)
-print(json.dumps([top.indices.tolist(), top.values.tolist()]))
+items = torch.tensor({padded!r})
+ids, scores = scorer(items, torch.zeros((len(items), 1), dtype=torch.int64), torch.empty((10, 0)), None)
+print(json.dumps([ids.tolist(), scores.tolist()]))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
@@ -411,8 +407,8 @@ def test_bidirectional_model_served_equals_offline(tmp_path, etl, offline):
     assert bert["model"].cfg.task == "mlm"
     with TritonServer(repo) as srv, RecommenderClient(srv.grpc_url, timeout_s=30) as bclient:
         assert_served_equals_offline(bclient, bert, bert["raw"][:200])
-        # served through recommend() (no scorer.pt2 for MLM): bad rows are skipped there too
-        assert not (repo / MODEL / "1" / "scorer.pt2").is_file()
+        # the exported program appends the mask itself; bad rows are skipped there too
+        assert (repo / MODEL / "1" / "scorer.pt2").is_file()
         ids, scores = offline_top(bert, bert["raw"][:2])
         mixed = bclient.recommend_batch([bert["raw"][0], [-4], bert["raw"][1]], errors="return")
         assert [mixed[0].item_ids, mixed[2].item_ids] == ids.tolist()

@@ -3,6 +3,7 @@ checks, every task trains with them and uses them without leaking, item-only mod
 and the served ensemble with side-feature inputs equals offline recommend() on the real server."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -44,8 +45,8 @@ def side_etl(tmp_path_factory, ml100k):
 @pytest.fixture(scope="module")
 def side_real(side_etl):
     schema = load_workflow(Path(side_etl.output_dir) / "workflow").output_schema
-    options = with_cardinalities({"side_features": SIDE}, schema)
-    cfg = ModelConfig(num_items=3, **options).side
+    options = with_cardinalities(ModelConfig(side_features=SIDE), schema)
+    cfg = options.side
     extra = [c + LIST_SUFFIX for c in cfg.columns]
     frames = {s: read_split(side_etl.output_dir, s, extra) for s in ("train", "test")}
     return {"options": options, "side": cfg, "num_items": int(side_etl.num_items) + FIRST_ITEM_ID,
@@ -55,9 +56,9 @@ def side_real(side_etl):
 
 def tiny(real, backbone, task, **side):
     torch.manual_seed(0)
-    options = dict(real["options"], side_features=dict(real["options"]["side_features"], **side))
-    cfg = ModelConfig(num_items=real["num_items"], max_len=LEN + 1, backbone=backbone, task=task,
-                      d_model=32, n_layers=1, n_heads=2, dropout=0.0, **options)
+    cfg = replace(real["options"], num_items=real["num_items"], max_len=LEN + 1, backbone=backbone,
+                  task=task, d_model=32, n_layers=1, n_heads=2, dropout=0.0,
+                  side_features=replace(real["side"], **side))
     model = SequenceRecommender(cfg)
     model.side.set_statistics({c: np.concatenate(v) for c, v in real["train_features"].items()})
     return model
@@ -65,13 +66,13 @@ def tiny(real, backbone, task, **side):
 
 def test_side_feature_options_are_checked_against_the_data(side_etl):
     data = side_etl.output_dir
-    with pytest.raises(ValueError, match=r"unknown column\(s\) \['ratng'\]; the data has \[.*'rating'"):
+    with pytest.raises(ValueError, match=r"^model.side_features: unknown column\(s\) \['ratng'\]; the data has \[.*'rating'"):
         TrainConfig(data_dir=data, model={"side_features": {"continuous": ["ratng"]}})
-    with pytest.raises(ValueError, match=r"\['rating'\] were not encoded by Categorify"):
+    with pytest.raises(ValueError, match=r"^model.side_features.categorical: \['rating'\] were not encoded by Categorify"):
         TrainConfig(data_dir=data, model={"side_features": {"categorical": ["rating"]}})
-    with pytest.raises(ValueError, match="combine 'mul'"):
+    with pytest.raises(ValueError, match="^model.side_features.combine: 'mul' is not one of 'concat', 'sum'"):
         TrainConfig(data_dir=data, model={"side_features": {"continuous": ["rating"], "combine": "mul"}})
-    with pytest.raises(ValueError, match=r"unknown option\(s\) \['bins'\]"):
+    with pytest.raises(ValueError, match=r"^model.side_features: unknown key 'bins'; valid: categorical, "):
         TrainConfig(data_dir=data, model={"side_features": {"continuous": ["rating"], "bins": 3}})
     TrainConfig(data_dir=data, model={"side_features": SIDE})  # the real columns pass
 
@@ -160,7 +161,7 @@ def test_item_only_models_are_unchanged_by_the_feature_path(trained, etl, side_r
     """No side parameters, the same state dict keys as before, and features passed to an
     item-only model change nothing."""
     model = load_checkpoint(trained.output_dir)
-    assert model.side is None and model.cfg.side_features == {}
+    assert model.side is None and model.cfg.side_features is None
     assert not any(k.startswith("side.") for k in model.state_dict())
     rows = list(read_split(etl.output_dir, "test")[ITEM_LIST])[:32]
     histories = [r[:-1] for r in rows]
@@ -296,18 +297,23 @@ def test_served_top10_with_side_features_equals_offline(side_repo, side_etl, sid
         assert [int(line.split()[1]) for line in table] == got[2].item_ids
 
 
-def test_served_through_recommend_when_there_is_no_scorer(tmp_path, side_repo, side_etl, side_trained, ml100k):
-    """Without scorer.pt2 (a model torch.export cannot take) the model step calls recommend()
-    with the side features it received: the same answers as offline."""
+def test_served_by_the_eager_scorer_after_a_fallback_export(tmp_path, side_etl, side_trained, ml100k):
+    """An export that cannot check a program (too few held-out histories) with allow_fallback:
+    the model step runs the eager scorer with the side features it received, and answers as
+    offline."""
     import shutil
 
     from seqrec.client import RecommenderClient
-    from seqrec.model_repository.export import MODEL
+    from seqrec.model_repository.export import MODEL, ExportConfig, export_repository, scorer_fallback
     from seqrec.model_repository.server import TritonServer
 
-    repo = tmp_path / "repo"
-    shutil.copytree(side_repo, repo)
-    (repo / MODEL / "1" / "scorer.pt2").unlink()
+    data = tmp_path / "data"
+    shutil.copytree(side_etl.output_dir, data)
+    pd.read_parquet(data / "valid.parquet")[:3].to_parquet(data / "valid.parquet")
+    repo = export_repository(ExportConfig(data_dir=str(data), model_dir=side_trained.output_dir,
+                                          repository=str(tmp_path / "repo"), allow_fallback=True))
+    assert "only 3 non-empty histories" in scorer_fallback(repo)
+    assert not (repo / MODEL / "1" / "scorer.pt2").exists()
     workflow = load_workflow(Path(side_etl.output_dir) / "workflow")
     users = pd.read_parquet(Path(side_etl.output_dir) / "test.parquet")["user_id"].to_numpy()[200:260]
     items, raw, frame = raw_requests(ml100k, users)

@@ -22,6 +22,9 @@ class Task:
     # True: inference appends a mask after the history and scores that position (bidirectional
     # models cannot read "the next item" from the last history position).
     uses_mask_token: ClassVar[bool] = False
+    # ModelConfig options left unset (None) take these values for this task (measured best, see
+    # bench/masked.py)
+    DEFAULTS: ClassVar[dict] = {}
 
     def __init__(self, cfg: "ModelConfig"):
         self.cfg = cfg
@@ -50,7 +53,7 @@ class Task:
                          positions: torch.Tensor, features=None) -> torch.Tensor:
         """Hidden state [B, d] at the position whose next item is scored."""
         hidden = model.hidden_states(items, features=features)
-        return hidden[torch.arange(len(items), device=items.device), positions]
+        return hidden[torch.arange(items.shape[0], device=items.device), positions]  # shape: stays symbolic in torch.export
 
 
 def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
@@ -59,6 +62,18 @@ def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
     real = items != PAD_ID
     masked = (torch.rand(items.shape, device=items.device) < prob) & real
     return ensure_one(masked, real)
+
+
+def mask_last(masked: torch.Tensor, items: torch.Tensor, prob: float) -> torch.Tensor:
+    """Also mask the last real item of each row with probability `prob` (in place): the row then
+    ends in a mask with nothing after it, as at inference, where a mask follows the history."""
+    if prob <= 0:
+        return masked
+    rows = torch.nonzero(torch.rand(len(items), device=items.device) < prob).squeeze(1)
+    last = (items[rows] != PAD_ID).sum(1) - 1
+    keep = last >= 0
+    masked[rows[keep], last[keep]] = True
+    return masked
 
 
 def ensure_one(masked: torch.Tensor, real: torch.Tensor) -> torch.Tensor:

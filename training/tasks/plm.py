@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from seqrec.preprocessing.workflow import PAD_ID
 
 from ..backbones import PERMUTATION
-from .base import MASK_ID, Task, ensure_one
+from .base import MASK_ID, Task, ensure_one, mask_last
 
 
 def span_mask(items: torch.Tensor, prob: float, max_span: int) -> torch.Tensor:
@@ -53,7 +53,8 @@ class PLM(Task):
     uses_mask_token = True
 
     def loss(self, model, items, features=None):
-        masked = span_mask(items, self.cfg.plm_probability, self.cfg.plm_max_span)
+        masked = mask_last(span_mask(items, self.cfg.plm_probability, self.cfg.plm_max_span), items,
+                           self.cfg.mask_last_prob)
         perm_mask, target_mapping, positions, valid = permutation_inputs(masked)
         # The query stream never sees a target's own content (item and side features), so the
         # inputs stay the items.

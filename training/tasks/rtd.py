@@ -12,7 +12,7 @@ from torch import nn
 from seqrec.preprocessing.workflow import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, build_backbone
-from .base import MASK_ID, Task, bernoulli_mask
+from .base import MASK_ID, Task, bernoulli_mask, mask_last
 
 GENERATORS = ("tied", "separate")
 
@@ -33,7 +33,7 @@ class RTD(Task):
 
     def corrupt(self, model, items, features=None):
         """(generator loss, corrupted items, replaced [B, T] bool, masked [B, T] bool)."""
-        masked = bernoulli_mask(items, self.cfg.mask_prob)
+        masked = mask_last(bernoulli_mask(items, self.cfg.mask_prob), items, self.cfg.mask_last_prob)
         inputs = items.masked_fill(masked, MASK_ID)
         hidden = model.hidden_states(inputs, backbone=self._generator(model), features=features)[masked]
         gen_loss = model.item_loss(hidden, items[masked])

@@ -1,0 +1,251 @@
+"""What the two served python models do per dynamic batch, in numpy, with no Triton in sight:
+request parsing and its limits, per-row errors, the encoded batch handed to the scorer, and the
+answers mapped back to original ids. The templates (templates/*.py) only move tensors between
+Triton and these classes; tests/unit/test_runtime.py runs them without a server.
+
+Copied beside the templates by `seqrec export` (with lookup.py, side_lookup.py and the contract),
+so it runs from the repository alone: numpy only.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+if __package__:  # inside the seqrec package
+    from seqrec.client import contract as C
+
+    from .lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup
+    from .side_lookup import SideLookup
+else:  # the copies beside the Triton model
+    import contract as C  # type: ignore[no-redef]
+    from lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup  # type: ignore[no-redef]
+    from side_lookup import SideLookup  # type: ignore[no-redef]
+
+MAX_SHOWN = 20  # unknown ids named in a row's error message
+Getter = Callable[[str], "np.ndarray | None"]  # input name -> its array, None when not sent
+
+
+class RequestError(ValueError):
+    """A problem of the request itself (the caller's mistake): answered INVALID_ARGUMENT."""
+
+
+def _matrix(values: np.ndarray) -> np.ndarray:
+    return values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+
+
+@dataclass
+class Request:
+    items: np.ndarray  # [B, L] original ids
+    lengths: np.ndarray  # [B]
+    k: np.ndarray  # [B] (0: the exported default)
+    exclude: np.ndarray | None  # [B, E] original ids
+    side: dict = field(default_factory=dict)  # raw side inputs, [B, L] each
+    side_errors: dict = field(default_factory=dict)  # row -> message
+
+
+class Preprocessor:
+    """Raw requests -> the step tensors for the model step, all requests of a batch encoded in
+    one vectorised call."""
+
+    def __init__(self, lookup: ItemLookup, side: SideLookup | None = None):
+        self.lookup, self.side = lookup, side
+
+    def parse(self, get: Getter) -> Request:
+        """One request's inputs, checked; raises RequestError naming the problem."""
+        items = get(C.ITEM_IDS.name)
+        if items is None:
+            raise RequestError(f"missing input '{C.ITEM_IDS.name}' (INT64 [batch, length], original item ids)")
+        items = _matrix(items)
+        if items.shape[1] > C.MAX_ITEM_IDS_PER_ROW:
+            raise RequestError(f"'{C.ITEM_IDS.name}' has {items.shape[1]} ids per row; the limit is "
+                               f"{C.MAX_ITEM_IDS_PER_ROW} (send the most recent ones)")
+        lengths = get(C.LENGTHS.name)
+        if lengths is None:
+            lengths = np.full(items.shape[0], items.shape[1], dtype=np.int64)
+        else:
+            lengths = lengths.reshape(-1)
+            if lengths.shape[0] != items.shape[0]:
+                raise RequestError(f"'{C.LENGTHS.name}' has {lengths.shape[0]} rows but "
+                                   f"'{C.ITEM_IDS.name}' has {items.shape[0]}")
+            bad = np.flatnonzero((lengths < 0) | (lengths > items.shape[1]))
+            if bad.size:
+                raise RequestError(f"lengths[{bad[0]}] = {lengths[bad[0]]} is outside 0..{items.shape[1]} "
+                                   f"(the padded width of '{C.ITEM_IDS.name}')")
+        k = get(C.K.name)
+        if k is None:
+            k = np.zeros(items.shape[0], dtype=np.int64)
+        else:
+            k = k.reshape(-1)
+            if k.size != items.shape[0] or (k.size and (k != k[0]).any()):
+                raise RequestError(f"'{C.K.name}' must hold one value per row, the same for every row of a request")
+            if k.size and k[0] < 1:
+                raise RequestError(f"'{C.K.name}' must be >= 1, got {int(k[0])}")
+        exclude = get(C.EXCLUDE_ITEM_IDS.name)
+        if exclude is not None:
+            exclude = _matrix(exclude)
+            if exclude.shape[0] != items.shape[0]:
+                raise RequestError(f"'{C.EXCLUDE_ITEM_IDS.name}' has {exclude.shape[0]} rows but "
+                                   f"'{C.ITEM_IDS.name}' has {items.shape[0]}")
+            if exclude.shape[1] > C.MAX_EXCLUDED_PER_ROW:
+                raise RequestError(f"'{C.EXCLUDE_ITEM_IDS.name}' has {exclude.shape[1]} ids per row; "
+                                   f"the limit is {C.MAX_EXCLUDED_PER_ROW}")
+        request = Request(items, lengths.astype(np.int64), k.astype(np.int64), exclude)
+        if self.side is not None:
+            request.side = self._side_inputs(get, items)
+            request.side_errors = self.side.row_errors(request.side, request.lengths)
+        return request
+
+    def _side_inputs(self, get: Getter, items: np.ndarray) -> dict:
+        raw = {}
+        for name, dtype in self.side.inputs:
+            values = get(name)
+            if values is None:
+                raise RequestError(
+                    f"missing input '{name}' ({dtype} [batch, length], aligned with '{C.ITEM_IDS.name}'): "
+                    f"this model was trained with side features and needs {[n for n, _ in self.side.inputs]}")
+            values = _matrix(values)
+            if values.shape != items.shape:
+                raise RequestError(f"'{name}' has shape {list(values.shape)} but "
+                                   f"'{C.ITEM_IDS.name}' has {list(items.shape)}")
+            raw[name] = values
+        return raw
+
+    def run(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
+        """Step tensors (name -> array) per request."""
+        # One flat ragged batch (values + offsets) for every row of every request.
+        reals = [np.arange(r.items.shape[1]) < r.lengths[:, None] for r in requests]
+        flat = np.concatenate([r.items[m] for r, m in zip(requests, reals)]).astype(np.int64, copy=False)
+        lengths = np.concatenate([r.lengths for r in requests])
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        encoded, enc_offsets, keep = self.lookup.encode_keep(flat, offsets)
+        enc_lengths = np.diff(enc_offsets)
+        side = None
+        if self.side is not None:  # features of the kept positions, aligned with encoded
+            raw = {name: np.concatenate([r.side[name][m] for r, m in zip(requests, reals)])
+                   for name, _ in self.side.inputs}
+            cats, conts = self.side.encode(raw, offsets, flat)
+            side = (cats[keep], conts[keep])
+        out, row = [], 0
+        for r in requests:
+            rows = slice(row, row + len(r.lengths))
+            row += len(r.lengths)
+            out.append(self._outputs(r, encoded, enc_offsets[rows], enc_lengths[rows], side))
+        return out
+
+    def row_errors(self, r: Request, enc_lengths: np.ndarray) -> np.ndarray:
+        """One message per row ("" = good): the first problem of each bad row, naming the row."""
+        errors = np.full(len(r.lengths), "", dtype=object)
+        for i, message in r.side_errors.items():
+            errors[i] = message
+        for i in np.flatnonzero(enc_lengths == 0):  # error path: a loop over the BAD rows only
+            if r.lengths[i] == 0:
+                errors[i] = f"empty session (row {i}): '{C.ITEM_IDS.name}' needs at least one item id"
+            else:
+                shown = r.items[i, : r.lengths[i]][-MAX_SHOWN:].tolist()
+                errors[i] = f"no known item in the session (row {i}): unknown item id(s) {shown}"
+        return errors
+
+    def _outputs(self, r: Request, encoded, starts, enc_lengths, side):
+        errors = self.row_errors(r, enc_lengths)
+        ok = errors == ""
+        enc_lengths = np.where(ok, enc_lengths, 0)  # a bad row reaches the model step empty
+        width = max(int(enc_lengths.max(initial=0)), 1)  # never a 0-wide tensor
+        cols = np.arange(width)
+        mask = cols < enc_lengths[:, None]
+        at = (starts[:, None] + cols)[mask]  # position j of row i holds encoded[start_i + j]
+        items = np.full((len(ok), width), PAD_ID, dtype=np.int64)
+        items[mask] = encoded[at]
+        if r.exclude is None:
+            exclude = np.full((len(ok), 1), PAD_ID, dtype=np.int64)
+        else:
+            exclude = self.lookup.encode_items(r.exclude.reshape(-1)).reshape(r.exclude.shape)
+            exclude[exclude < FIRST_ITEM_ID] = PAD_ID  # unknown ids: nothing to exclude
+        out = {C.ENCODED_ITEMS.name: items, C.EXCLUDE_ENCODED.name: exclude,
+               C.TOP_K.name: r.k.reshape(-1, 1), C.ROW_OK.name: ok.reshape(-1, 1),
+               C.ROW_ERRORS.name: np.array([e.encode() for e in errors], dtype=object).reshape(-1, 1)}
+        if side is not None:  # the same right-padding for the side features
+            for spec, values in zip((C.SIDE_CATEGORICAL, C.SIDE_CONTINUOUS), side):
+                if values.shape[1]:
+                    padded = np.zeros((len(ok), width, values.shape[1]), dtype=values.dtype)
+                    padded[mask] = values[at]
+                    out[spec.name] = padded
+        return out
+
+
+def _stack(arrays: list[np.ndarray], fill) -> np.ndarray:
+    """Requests' [b_i, w_i, ...] arrays -> one [sum b_i, max w_i, ...], padded with `fill`."""
+    if len(arrays) == 1:
+        return arrays[0]
+    width = max(a.shape[1] for a in arrays)
+    out = np.full((sum(len(a) for a in arrays), width, *arrays[0].shape[2:]), fill,
+                  dtype=arrays[0].dtype)
+    at = 0
+    for a in arrays:  # one copy per request, not per row
+        out[at:at + len(a), : a.shape[1]] = a
+        at += len(a)
+    return out
+
+
+@dataclass
+class Batch:
+    items: np.ndarray  # [N, T] encoded, 0-padded: every row of every request
+    exclude: np.ndarray  # [N, E] encoded, 0-padded
+    ok: np.ndarray  # [N] rows to score
+    side: dict  # "categorical" / "continuous" -> [N, T, C|F]
+    rows: list[int]  # rows per request
+    k: list[int]  # effective k per request
+    depth: int  # how many to rank: the largest k
+
+
+class Ranker:
+    """The model step around the scorer: requests -> one batch of good rows; ranked encoded ids
+    -> each request's answer in original ids."""
+
+    SIDE = ((C.SIDE_CATEGORICAL.name, "categorical"), (C.SIDE_CONTINUOUS.name, "continuous"))
+
+    def __init__(self, vocabulary: np.ndarray, default_k: int, side_keys: tuple[str, ...] = ()):
+        self.vocabulary = np.asarray(vocabulary, dtype=np.int64)  # encoded id -> original (-1 reserved)
+        self.default_k = int(default_k)
+        self.catalogue = int((self.vocabulary >= 0).sum())
+        self.side_keys = side_keys  # which of "categorical" / "continuous" the model has
+
+    def gather(self, requests: list[dict[str, np.ndarray]]) -> Batch:
+        ks = []
+        for r in requests:
+            k = int(r[C.TOP_K.name].reshape(-1)[0]) if r[C.TOP_K.name].size else 0
+            # Checked (>= 1, one per request) by the preprocessing step; 0 means the default;
+            # above the catalogue: all of it.
+            ks.append(min(k if k > 0 else self.default_k, self.catalogue))
+        side = {key: _stack([r[name] for r in requests], 0)
+                for name, key in self.SIDE if key in self.side_keys}
+        return Batch(items=_stack([r[C.ENCODED_ITEMS.name] for r in requests], PAD_ID),
+                     exclude=_stack([r[C.EXCLUDE_ENCODED.name] for r in requests], PAD_ID),
+                     ok=np.concatenate([r[C.ROW_OK.name].reshape(-1) for r in requests]).astype(bool),
+                     side=side, rows=[len(r[C.ENCODED_ITEMS.name]) for r in requests], k=ks,
+                     depth=max(max(ks), 1))
+
+    @staticmethod
+    def good(batch: Batch):
+        """(items, exclude, side) of the rows to score."""
+        if batch.ok.all():
+            return batch.items, batch.exclude, batch.side
+        ok = batch.ok
+        return batch.items[ok], batch.exclude[ok], {key: v[ok] for key, v in batch.side.items()}
+
+    def answers(self, batch: Batch, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, np.ndarray]]:
+        """ids / scores [good rows, depth] (encoded, best first) -> per request top_item_ids /
+        top_scores [rows, k] in original ids; -inf places -> -1, bad rows all -1 / NaN."""
+        top = np.full((len(batch.ok), batch.depth), -1, dtype=np.int64)
+        top_scores = np.full((len(batch.ok), batch.depth), np.nan, dtype=np.float32)
+        if len(ids):
+            scores = np.asarray(scores, dtype=np.float32)
+            top[batch.ok] = np.where(np.isfinite(scores), self.vocabulary[ids], -1)
+            top_scores[batch.ok] = scores
+        out, at = [], 0
+        for n, k in zip(batch.rows, batch.k):
+            out.append({C.TOP_ITEM_IDS.name: np.ascontiguousarray(top[at:at + n, :k]),
+                        C.TOP_SCORES.name: np.ascontiguousarray(top_scores[at:at + n, :k])})
+            at += n
+        return out

@@ -1,0 +1,90 @@
+"""The masked-task options: last-item masking, the learning-rate schedule, input normalisation
+and embedding scale, label smoothing."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
+from seqrec.training.model import ModelConfig, SequenceRecommender
+from seqrec.training.tasks.base import bernoulli_mask, mask_last
+from seqrec.training.trainer import TrainConfig, lr_factor
+
+
+def _items():
+    torch.manual_seed(0)
+    items = torch.randint(FIRST_ITEM_ID, 50, (64, 9))
+    lengths = torch.randint(1, 10, (64,))
+    return items.masked_fill(torch.arange(9)[None] >= lengths[:, None], PAD_ID), lengths
+
+
+def test_mask_last_always_masks_the_last_real_item_and_nothing_else_new():
+    items, lengths = _items()
+    base = bernoulli_mask(items, 0.2)
+    masked = mask_last(base.clone(), items, 1.0)
+    rows = torch.arange(len(items))
+    assert masked[rows, lengths - 1].all()
+    other = masked.clone()
+    other[rows, lengths - 1] = base[rows, lengths - 1]
+    assert torch.equal(other, base)  # only the last positions changed
+    assert not masked[items == PAD_ID].any()
+
+
+def test_mask_last_probability_is_per_row():
+    items, lengths = _items()
+    items = items.repeat(50, 1)
+    lengths = lengths.repeat(50)
+    none = torch.zeros_like(items, dtype=torch.bool)
+    share = mask_last(none, items, 0.3)[torch.arange(len(items)), lengths - 1].float().mean()
+    assert 0.25 < float(share) < 0.35
+    assert not mask_last(torch.zeros_like(none), items, 0.0).any()
+
+
+def test_lr_factor_warms_up_then_decays():
+    assert lr_factor(0, 10, 100, "none") == pytest.approx(0.1)
+    assert lr_factor(9, 10, 100, "none") == 1.0
+    assert lr_factor(50, 10, 100, "none") == 1.0
+    assert lr_factor(55, 10, 100, "linear") == pytest.approx(0.5)
+    assert lr_factor(55, 10, 100, "cosine") == pytest.approx(0.5)
+    assert lr_factor(100, 10, 100, "linear") == 0.0
+    assert lr_factor(5, 0, 100, "none") == 1.0
+
+
+def test_schedule_options_are_checked():
+    with pytest.raises(ValueError, match="lr_decay 'step'"):
+        TrainConfig(lr_decay="step")
+    with pytest.raises(ValueError, match="warmup_steps -1"):
+        TrainConfig(warmup_steps=-1)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"mask_last_prob": 1.5}, "mask_last_prob"), ({"label_smoothing": 1.0}, "label_smoothing"),
+    ({"embedding_std": 0.0}, "embedding_std")])
+def test_bad_masked_options_are_named(options, message):
+    with pytest.raises(ValueError, match=message):
+        ModelConfig(num_items=10, backbone="bert", task="mlm", **options)
+
+
+def test_embedding_scale_and_input_norm():
+    cfg = ModelConfig(num_items=500, max_len=10, backbone="xlnet", task="plm", embedding_std=0.125,
+                      embedding_norm=True)
+    model = SequenceRecommender(cfg)
+    assert model.item_embedding.weight[FIRST_ITEM_ID:].std().item() == pytest.approx(0.125, rel=0.1)
+    assert model.mask_embedding.std().item() == pytest.approx(0.125, rel=0.5)
+    emb = model.embed(torch.tensor([[FIRST_ITEM_ID, FIRST_ITEM_ID + 1, -1]]))
+    assert emb.norm(dim=-1).mean().item() == pytest.approx(math.sqrt(cfg.d_model), rel=0.05)
+
+
+def test_label_smoothing_raises_the_loss_of_a_confident_model():
+    torch.manual_seed(0)
+    hidden, targets = torch.randn(8, 64) * 10, torch.randint(FIRST_ITEM_ID, 100, (8,))
+    losses = []
+    for smoothing in (0.0, 0.1):
+        model = SequenceRecommender(ModelConfig(num_items=100, max_len=5, label_smoothing=smoothing))
+        with torch.no_grad():
+            model.item_embedding.weight.copy_(torch.randn(100, 64))
+            model.item_embedding.weight[targets] = hidden / 10
+        losses.append(model.item_loss(hidden, targets).item())
+    assert losses[1] > losses[0]

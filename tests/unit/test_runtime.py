@@ -1,0 +1,105 @@
+"""The served models' numpy runtime (model_repository/runtime.py), without a server: request
+checks and limits, per-row errors, batching of several requests, answers in original ids."""
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+
+from seqrec.client import contract as C
+from seqrec.model_repository.lookup import ItemLookup
+from seqrec.model_repository.runtime import Preprocessor, Ranker, RequestError
+
+# encoded id -> original id; 0, 1, 2 reserved
+VOCAB = np.array([-1, -1, -1, 50, 172, 7, 900, 33], dtype=np.int64)
+
+
+def preprocessor(max_len=4):
+    return Preprocessor(ItemLookup.from_vocabulary(VOCAB, max_len))
+
+
+def getter(**inputs):
+    return lambda name: None if inputs.get(name) is None else np.asarray(inputs[name])
+
+
+def test_request_errors_name_the_problem():
+    pre = preprocessor()
+    cases = [
+        (dict(), r"missing input 'item_ids'"),
+        (dict(item_ids=[[50, 7]], k=[[0]]), r"'k' must be >= 1, got 0"),
+        (dict(item_ids=[[50], [7]], k=[[2], [3]]), r"one value per row, the same"),
+        (dict(item_ids=[[50, 7]], lengths=[[3]]), r"lengths\[0\] = 3 is outside 0..2"),
+        (dict(item_ids=[[50, 7]], lengths=[[1], [1]]), r"'lengths' has 2 rows but 'item_ids' has 1"),
+        (dict(item_ids=[[50]], exclude_item_ids=[[1], [2]]), r"'exclude_item_ids' has 2 rows"),
+        (dict(item_ids=np.ones((1, C.MAX_ITEM_IDS_PER_ROW + 1), dtype=np.int64)),
+         rf"{C.MAX_ITEM_IDS_PER_ROW + 1} ids per row; the limit is {C.MAX_ITEM_IDS_PER_ROW}"),
+        (dict(item_ids=[[50]], exclude_item_ids=np.ones((1, C.MAX_EXCLUDED_PER_ROW + 1), dtype=np.int64)),
+         rf"the limit is {C.MAX_EXCLUDED_PER_ROW}"),
+    ]
+    for inputs, message in cases:
+        with pytest.raises(RequestError, match=message):
+            pre.parse(getter(**inputs))
+
+
+def test_rows_are_encoded_truncated_and_bad_rows_named():
+    pre = preprocessor(max_len=3)
+    a = pre.parse(getter(item_ids=[[50, 172, 999, 7, 900], [0, 0, 0, 0, 0]], lengths=[[5], [0]]))
+    b = pre.parse(getter(item_ids=[[-3, 888], [33, -1]], k=[[4], [4]], exclude_item_ids=[[7, 12345], [50, 33]]))
+    out_a, out_b = pre.run([a, b])
+    # the last 3 raw items (999 unknown, dropped after the cut), as the workflow does
+    np.testing.assert_array_equal(out_a[C.ENCODED_ITEMS.name], [[5, 6], [0, 0]])
+    assert out_a[C.ROW_OK.name].ravel().tolist() == [True, False]
+    assert out_a[C.ROW_ERRORS.name].ravel().tolist() == [b"", b"empty session (row 1): 'item_ids' needs at least one item id"]
+    assert out_a[C.TOP_K.name].ravel().tolist() == [0, 0]
+    assert b"unknown item id(s) [-3, 888]" in out_b[C.ROW_ERRORS.name].ravel()[0]
+    np.testing.assert_array_equal(out_b[C.ENCODED_ITEMS.name], [[0], [7]])
+    np.testing.assert_array_equal(out_b[C.EXCLUDE_ENCODED.name], [[5, 0], [3, 7]])  # unknown -> 0
+
+
+def step_request(items, k=0, exclude=None, ok=None):
+    items = np.asarray(items, dtype=np.int64)
+    return {C.ENCODED_ITEMS.name: items,
+            C.EXCLUDE_ENCODED.name: np.zeros((len(items), 1), np.int64) if exclude is None else np.asarray(exclude),
+            C.TOP_K.name: np.full((len(items), 1), k, np.int64),
+            C.ROW_OK.name: np.ones((len(items), 1), bool) if ok is None else np.asarray(ok).reshape(-1, 1)}
+
+
+def test_ranker_batches_requests_and_maps_answers_back():
+    ranker = Ranker(VOCAB, default_k=2)
+    batch = ranker.gather([step_request([[3, 4, 0]], k=3), step_request([[5], [0]], ok=[True, False]),
+                           step_request([[7, 6]], k=100)])
+    assert batch.items.shape == (4, 3) and batch.ok.tolist() == [True, True, False, True]
+    assert batch.k == [3, 2, 5] and batch.depth == 5  # 100 > the catalogue: all 5 items
+    items, exclude, _ = ranker.good(batch)
+    assert items.tolist() == [[3, 4, 0], [5, 0, 0], [7, 6, 0]]
+    ids = np.array([[7, 6, 5, 3, 4], [3, 4, 6, 7, 5], [5, 4, 3, 6, 7]])
+    scores = np.array([[5, 4, 3, 2, -np.inf], [9, 8, 7, 6, 5], [3, 2, 1, -np.inf, -np.inf]], np.float32)
+    a, b, c = ranker.answers(batch, ids, scores)
+    assert a[C.TOP_ITEM_IDS.name].tolist() == [[33, 900, 7]]
+    assert b[C.TOP_ITEM_IDS.name].tolist()[0] == [50, 172]
+    assert b[C.TOP_ITEM_IDS.name].tolist()[1] == [-1, -1] and np.isnan(b[C.TOP_SCORES.name][1]).all()
+    assert c[C.TOP_ITEM_IDS.name].tolist() == [[7, 172, 50, -1, -1]]  # excluded tail: -1 / -inf
+    assert np.isneginf(c[C.TOP_SCORES.name][0, 3:]).all()
+    assert a[C.TOP_SCORES.name].dtype == np.float32 and a[C.TOP_ITEM_IDS.name].flags.c_contiguous
+
+
+def test_64_rows_of_100k_exclusions_stay_linear_in_memory():
+    """Exclusions are encoded per id and handed on as [rows, excluded]: no table of rows x
+    candidates x excluded. 64 rows x 100k ids (51 MB of int64) peak well under 10x that."""
+    rng = np.random.default_rng(0)
+    vocab = np.concatenate([[-1, -1, -1], rng.permutation(200_000)[:100_000]])
+    pre = Preprocessor(ItemLookup.from_vocabulary(vocab, 50))
+    exclude = rng.integers(0, 300_000, size=(64, C.MAX_EXCLUDED_PER_ROW))
+    items = vocab[rng.integers(3, len(vocab), size=(64, 30))]
+    tracemalloc.start()
+    request = pre.parse(getter(item_ids=items, exclude_item_ids=exclude))
+    out = pre.run([request])[0]
+    ranker = Ranker(vocab, 10)
+    batch = ranker.gather([out])
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert batch.exclude.shape == (64, C.MAX_EXCLUDED_PER_ROW)
+    known = np.isin(exclude, vocab[3:])
+    assert ((batch.exclude >= 3) == known).all()
+    assert peak < 8 * exclude.nbytes, f"peak {peak / 2**20:.0f} MiB for {exclude.nbytes / 2**20:.0f} MiB of ids"
