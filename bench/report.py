@@ -138,7 +138,19 @@ def serving_row_errors_ab(d: dict) -> str:
         f"{' / '.join(f'{v:.2f}' for v in p50['new'])} ms with.\n")
 
 
-LAYOUTS = {"etl": etl, "readers": readers, "train": train, "side_features": side_features,
+def masked(d: dict) -> str:
+    """One row per run of bench/masked.py: the best validation NDCG@10 and its epoch."""
+    rows = []
+    for run, r in d.items():
+        curve = r["valid_ndcg10"]
+        best = max(range(len(curve)), key=curve.__getitem__)
+        rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(len(curve)),
+                     f"{curve[best]:.4f}", str(best + 1)])
+    return _table(["run (data/combo/grid point/option)", "lr", "dropout", "epochs",
+                   "best valid NDCG@10", "best epoch"], rows)
+
+
+LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab}
 
