@@ -163,8 +163,11 @@ def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, s
     earlier = dead()
     assert len(earlier) == 1  # this run's (it removed the killed publish's when it started)
     proc = subprocess.Popen([sys.executable, "-m", "seqrec.cli", "export", "--config", str(recipe)])
-    time.sleep(8)  # loading the model, staging and checking the scorer take longer
-    proc.kill()
+    deadline = time.monotonic() + 300
+    while dead() & earlier or not dead():  # until it removed the dead one and staged its own
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.2)
+    proc.kill()  # while it stages (checking the scorer takes seconds)
     proc.wait()
     # it removed the two dead ones when it started, and left its own
     assert len(dead()) == 1 and not dead() & earlier, dead()
