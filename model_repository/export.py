@@ -21,7 +21,6 @@ Dockerfile's image on GPU), and its config says so (parameters scorer / scorer_f
 from __future__ import annotations
 
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from seqrec.preprocessing.staging import staging_dir
 from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.features import list_column
@@ -40,6 +40,7 @@ from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS,
 
 from . import contract
 from .lookup import ItemLookup
+from .publish import publish_export, versions  # noqa: F401 (versions: part of this module's API)
 from .scorer import COMPILED_FILE, SCORER_FILE, export_scorer
 from .side_export import build_side_lookup, side_tensors
 
@@ -72,7 +73,8 @@ class ScorerFallbackWarning(RuntimeWarning):
 # Files copied beside the templates: the numpy runtime and what it imports.
 RUNTIME_FILES = (("model_repository", "runtime.py"), ("model_repository", "lookup.py"),
                  ("model_repository", "side_lookup.py"), ("client", "contract.py"),
-                 ("preprocessing", "arrays.py"))  # the lookups import arrays
+                 ("preprocessing", "arrays.py"),  # the lookups import arrays
+                 ("model_repository", "safe_program.py"))  # scorer.pt2 read without pickles
 
 
 def _copy_runtime(folder: Path) -> None:
@@ -84,13 +86,6 @@ def _copy_runtime(folder: Path) -> None:
 
 def _template(name: str) -> str:
     return resources.files("seqrec.model_repository").joinpath("templates", name).read_text()
-
-
-def versions(model_dir: Path) -> list[int]:
-    """Numbered version folders of one model in a repository, ascending."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def workflow_max_len(workflow) -> int | None:
@@ -141,10 +136,7 @@ def export_repository(cfg: ExportConfig) -> Path:
     raw_in, step = ENSEMBLE_INPUTS + side_raw, STEP_TENSORS + side_between
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
-    final.mkdir(parents=True, exist_ok=True)
-    version = 1 + max([0] + [v for m in (ENSEMBLE, PREPROCESS, MODEL) for v in versions(final / m)])
-    staging = Path(tempfile.mkdtemp(prefix=f".export-v{version}-", dir=final))
-    try:
+    with staging_dir(final) as staging:  # beside the repository: never loaded from there
         pre = staging / PREPROCESS
         pre.mkdir()
         (pre / "model.py").write_text(_template("preprocess_model.py"))
@@ -192,14 +184,7 @@ def export_repository(cfg: ExportConfig) -> Path:
                                          (MODEL, step, MODEL_OUTPUTS)],
                                         max_batch_size=cfg.max_batch_size),
         }
-        for name in (PREPROCESS, MODEL, ENSEMBLE):  # members first: the ensemble needs them
-            (final / name).mkdir(exist_ok=True)
-            (staging / name).rename(final / name / str(version))
-            tmp = final / name / "config.pbtxt.tmp"
-            tmp.write_text(configs[name])
-            tmp.replace(final / name / "config.pbtxt")
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        publish_export(final, staging, configs, members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
     return final
 
 

@@ -4,6 +4,7 @@ training state written after every epoch so a run can resume where it stopped.""
 from __future__ import annotations
 
 import os
+import pickle
 import tempfile
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -119,6 +120,15 @@ def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_s
     return distributed.all_sum(step_loss.ctx, [total])[0] / max(steps, 1)
 
 
+def _plain(value):
+    """numpy scalars (metrics) -> Python numbers, through dicts and lists: what weights_only loads."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain(v) for v in value)
+    return value.item() if isinstance(value, np.generic) else value
+
+
 class Trainer:
     """The model, its optimizer and the epoch's random stream on one device, for either loop.
 
@@ -164,11 +174,12 @@ class Trainer:
                          self.step_loss, self.precision, self.scheduler)
 
     def save_state(self, path: Path, **progress) -> None:
-        """The full training state (not the best weights) plus the loop's own progress; written
-        aside and renamed, never half-written. Only the main process writes."""
+        """The full training state (not the best weights) plus the loop's own progress (plain
+        values: resuming loads it with weights_only=True); written aside and renamed, never
+        half-written. Only the main process writes."""
         if not self.ctx.main:
             return
-        state = dict(progress, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+        state = dict(_plain(progress), model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
                      generator=self.generator.get_state(), torch_rng=torch.get_rng_state())
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
@@ -181,7 +192,11 @@ class Trainer:
         """Restore a saved state; the loop's progress, or None when there is none to resume."""
         if not path.is_file():
             return None
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        try:  # tensors and plain values only: a state file cannot run code when resumed
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{path} holds more than tensors and plain values, which seqrec "
+                             f"never writes: refusing to unpickle it ({err})") from None
         self.model.load_state_dict(state.pop("model"))
         self.optimizer.load_state_dict(state.pop("optimizer"))
         self.generator.set_state(state.pop("generator"))

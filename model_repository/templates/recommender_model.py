@@ -15,6 +15,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from runtime import Ranker  # noqa: E402  (the copy beside this file)
+from safe_program import load_program  # noqa: E402
 
 
 class TritonPythonModel:
@@ -46,7 +47,7 @@ class TritonPythonModel:
                 if path.name == "scorer_compiled.pt2":  # AOTInductor: C++ kernels for this CPU
                     self.scorer = torch._inductor.aoti_load_package(str(path))
                 else:
-                    self.scorer = torch.export.load(str(path)).module().to(self.device)
+                    self.scorer = load_program(path).module().to(self.device)
             except Exception as err:  # a truncated or foreign file: say which one
                 raise RuntimeError(f"{path} is not a readable exported "
                                    f"program ({type(err).__name__}: {err})") from None

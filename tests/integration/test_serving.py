@@ -368,10 +368,10 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
                                 capture_output=True, text=True, timeout=180)
         assert reload.returncode == 0, reload.stderr  # reloads the changed members too
         assert ctl.is_ready(MODEL, 2) and ctl.is_ready(PREPROCESS, 2)
-        assert not ctl.is_ready(MODEL, 1)
+        assert ctl.is_ready(MODEL, 1)  # the previous export stays loaded beside the new one
         assert_served_equals_offline(c, offline, offline["raw"][200:400])
 
-        shutil.copytree(repo / MODEL / "2", repo / MODEL / "3")
+        export_repository(cfg)
         (repo / MODEL / "3" / "scorer.pt2").write_bytes(b"not a program")  # corrupt
         with pytest.raises(ModelControlError,
                            match=r"3/scorer\.pt2 is not a readable exported program"):
@@ -388,6 +388,10 @@ def test_versions_reload_faults_and_unload_with_explicit_model_control(
         with pytest.raises(RecommendationError, match=ENSEMBLE):
             c.recommend([50, 172])
         assert c._client.is_server_ready()
+        with pytest.raises(ModelControlError, match=r"'seqrec_model' whose required version 3"):
+            ctl.load(ENSEMBLE)  # the export on disk names the broken version
+        for name in ("scorer.pt2", "checkpoint/config.json"):  # version 3 repaired
+            shutil.copy(repo / MODEL / "2" / name, repo / MODEL / "3" / name)
         ctl.load(ENSEMBLE)  # and back, still without a restart
         assert c.recommend(offline["raw"][0]).item_ids
 

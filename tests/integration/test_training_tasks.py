@@ -227,6 +227,12 @@ def test_resume_continues_exactly_where_training_stopped(etl, tmp_path):
     run("resumed", 2)
     resumed = run("resumed", 3, resume=True)
     assert resumed.losses == straight.losses and len(resumed.losses) == 3
-    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=False)["model"]
-    b = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=False)["model"]
+    a = torch.load(tmp_path / "straight" / STATE_FILE, weights_only=True)["model"]
+    b = torch.load(tmp_path / "resumed" / STATE_FILE, weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    # a state file that would run code when unpickled is refused, not loaded
+    import os
+
+    torch.save({"epoch": 1, "payload": os.system}, tmp_path / "resumed" / STATE_FILE)
+    with pytest.raises(ValueError, match=r"trainer_state\.pt holds more than tensors"):
+        run("resumed", 4, resume=True)

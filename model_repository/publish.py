@@ -1,0 +1,158 @@
+"""Publish a new export into a Triton model repository so that a kill at any moment leaves
+either the old or the new complete export, and a server starts on either.
+
+The export is written in a locked staging folder BESIDE the repository (Triton loads every
+folder of the repository root, so nothing unfinished may appear there; a dead run's staging
+folder is removed by the next run, preprocessing/staging.py). Publishing version N then does,
+under an exclusive lock on the repository:
+  1. configs of an older layout (policy `latest`, ensemble steps on version -1) are pinned to
+     the versions they serve now;
+  2. each member's version folder N is moved in: invisible, the member's policy does not name N;
+  3. each member's config is replaced: policy `specific [previous, N]`, the version the current
+     ensemble names and the new one;
+  4. the ensemble's config, whose steps name version N of every member, is replaced: the one
+     switch from the old export to the new; then its (empty) version folder N is moved in.
+A model new to the repository is moved in whole (config and version), members before the
+ensemble. Every step is one rename. Keeping the previous member versions loaded is what lets a
+failed reload of the new export leave the previous one serving whole: the ensemble's new config
+fails to load, its old one and the member versions it names stay.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+from seqrec.preprocessing.staging import step
+
+__all__ = ["publish_export", "versions", "served_versions", "read_config", "CONFIG"]
+
+CONFIG = "config.pbtxt"
+LEGACY_STAGING = ".export-v"  # staging folders older exports left inside the repository root
+
+
+def versions(model_dir: Path) -> list[int]:
+    """Numbered version folders of one model in a repository, ascending."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def read_config(model_dir: Path) -> mc.ModelConfig | None:
+    path = model_dir / CONFIG
+    if not path.is_file():
+        return None
+    return text_format.Parse(path.read_text(), mc.ModelConfig())
+
+
+def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
+    tmp = model_dir / (CONFIG + ".tmp")
+    tmp.write_text(text_format.MessageToString(config))
+    os.replace(tmp, model_dir / CONFIG)
+    step()
+
+
+@contextmanager
+def _locked(folder: Path):
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one publish at a time: version numbers stay unique
+        yield
+    finally:
+        os.close(fd)
+
+
+def served_versions(repository: Path, ensemble: str, members) -> dict[str, int]:
+    """{member: version} the ensemble's config on disk names (an older layout's -1: the member's
+    newest folder, which its `latest` policy serves); empty without an ensemble."""
+    config = read_config(repository / ensemble)
+    if config is None:
+        return {}
+    named = {s.model_name: s.model_version for s in config.ensemble_scheduling.step}
+    out = {}
+    for m in members:
+        v = named.get(m, -1)
+        if v == -1:
+            v = (versions(repository / m) or [None])[-1]
+        if v is not None and (repository / m / str(v)).is_dir():
+            out[m] = int(v)
+    return out
+
+
+def _pin_older_layout(repository: Path, ensemble: str, members, current: dict[str, int]) -> None:
+    """Configs that serve "the newest folder" would pick up a version folder the moment it is
+    moved in: pin them first to what they serve now (members, then the ensemble)."""
+    for m in members:
+        config = read_config(repository / m)
+        if config is None or config.version_policy.WhichOneof("policy_choice") == "specific":
+            continue
+        if m not in current:
+            continue
+        config.version_policy.specific.versions[:] = [current[m]]
+        _write_config(repository / m, config)
+    config = read_config(repository / ensemble)
+    if config is not None and any(s.model_version == -1 and s.model_name in current
+                                  for s in config.ensemble_scheduling.step):
+        for s in config.ensemble_scheduling.step:
+            if s.model_version == -1 and s.model_name in current:
+                s.model_version = current[s.model_name]
+        _write_config(repository / ensemble, config)
+
+
+def _move_in(repository: Path, staging: Path, name: str, version: int,
+             config: mc.ModelConfig) -> bool:
+    """Move staging/<name> in as version `version`. A model new to the repository goes in whole
+    (True); for an existing one only the version folder moves, its config is left to the caller."""
+    target = repository / name
+    if read_config(target) is None:
+        whole = staging / ".whole" / name
+        whole.mkdir(parents=True)
+        (staging / name).rename(whole / str(version))
+        (whole / CONFIG).write_text(text_format.MessageToString(config))
+        if target.exists():  # a folder without a config: nothing Triton could have served
+            shutil.rmtree(target)
+        whole.rename(target)
+        step()
+        return True
+    (staging / name).rename(target / str(version))
+    step()
+    return False
+
+
+def publish_export(repository: str | Path, staging: Path, configs: dict[str, str],
+                   members: tuple[str, ...], ensemble: str) -> int:
+    """Publish staging/<model> (one version folder per model, complete) with `configs` (config
+    text per model) as the next version of every model; returns that version."""
+    repository = Path(repository)
+    repository.mkdir(parents=True, exist_ok=True)
+    with _locked(repository):
+        for leftover in repository.glob(LEGACY_STAGING + "*"):
+            shutil.rmtree(leftover, ignore_errors=True)  # it would stop the server starting
+        names = (*members, ensemble)
+        version = 1 + max([0] + [v for m in names for v in versions(repository / m)])
+        current = served_versions(repository, ensemble, members)
+        _pin_older_layout(repository, ensemble, members, current)
+
+        new = {m: text_format.Parse(configs[m], mc.ModelConfig()) for m in names}
+        for m in members:
+            keep = sorted({current.get(m, version), version})
+            new[m].version_policy.specific.versions[:] = keep
+        for s in new[ensemble].ensemble_scheduling.step:
+            if s.model_name in members:
+                s.model_version = version
+
+        existing = [m for m in members if not _move_in(repository, staging, m, version, new[m])]
+        for m in existing:
+            _write_config(repository / m, new[m])
+        if read_config(repository / ensemble) is None:
+            _move_in(repository, staging, ensemble, version, new[ensemble])
+        else:
+            _write_config(repository / ensemble, new[ensemble])  # the switch
+            (staging / ensemble).rename(repository / ensemble / str(version))
+            step()
+    return version
