@@ -11,6 +11,11 @@ import torch
 
 from .model import ModelConfig, SequenceRecommender
 
+# What a config.json written before these options existed meant: they are filled in from here,
+# not from today's measured defaults, so an older checkpoint rebuilds the model it was saved from.
+BEFORE_OPTIONS = {"mask_last_prob": 0.0, "label_smoothing": 0.0, "embedding_std": 0.02,
+                  "embedding_norm": False}
+
 
 def save_checkpoint(model: SequenceRecommender, folder: str | Path) -> None:
     folder = Path(folder)
@@ -28,7 +33,7 @@ def load_checkpoint(folder: str | Path) -> SequenceRecommender:
     for name in ("config.json", "model.pt"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder / name} not found: not a seqrec checkpoint")
-    cfg = ModelConfig(**json.loads((folder / "config.json").read_text()))
+    cfg = ModelConfig(**{**BEFORE_OPTIONS, **json.loads((folder / "config.json").read_text())})
     # The backbone is rebuilt from the config alone (model.pt holds every weight): a model trained
     # from a `pretrained` folder loads and serves without that folder.
     model = SequenceRecommender(replace(cfg, pretrained=None))

@@ -88,3 +88,26 @@ def test_label_smoothing_raises_the_loss_of_a_confident_model():
             model.item_embedding.weight[targets] = hidden / 10
         losses.append(model.item_loss(hidden, targets).item())
     assert losses[1] > losses[0]
+
+
+def test_a_checkpoint_saved_before_the_masked_options_loads_as_it_was(tmp_path):
+    """config.json without embedding_norm & co. means the model of that time (no input LayerNorm
+    on XLNet): today's defaults must not add layers its model.pt does not have."""
+    import json
+
+    import torch
+
+    from seqrec.training.checkpoint import load_checkpoint, save_checkpoint
+    from seqrec.training.model import ModelConfig, SequenceRecommender
+
+    old = SequenceRecommender(ModelConfig(num_items=20, max_len=8, backbone="xlnet", task="plm",
+                                          d_model=16, n_layers=1, n_heads=2, embedding_norm=False))
+    save_checkpoint(old, tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for key in ("mask_last_prob", "label_smoothing", "embedding_std", "embedding_norm"):
+        saved.pop(key)
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    loaded = load_checkpoint(tmp_path)
+    assert loaded.cfg.embedding_norm is False
+    for name, tensor in old.state_dict().items():
+        assert torch.equal(loaded.state_dict()[name], tensor), name
