@@ -19,7 +19,7 @@ from .checkpoint import save_checkpoint
 from .data import read_columns
 from .evaluation import evaluate, evaluate_popularity
 from .features import check_side_features, feature_columns, side_list_columns
-from .loop import LR_DECAYS, STATE_FILE, Precision, Trainer, check_run_options, lr_factor, workflow_facts  # noqa: F401 (lr_factor: public)
+from .loop import LR_DECAYS, STATE_FILE, Precision, Trainer, check_run_options, workflow_facts
 from .model import ModelConfig
 
 

@@ -26,6 +26,7 @@ from tritonclient.utils import InferenceServerException  # noqa: E402
 from seqrec.client import TLS, RecommendationError, RecommenderClient  # noqa: E402
 from seqrec.client.control import ModelControl, ModelControlError  # noqa: E402
 from seqrec.model_repository.server import ServerTLS, TritonServer  # noqa: E402
+from helpers import kill_and_time_recovery  # noqa: E402
 from tiny_repo import write_repo  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -140,16 +141,7 @@ def test_killed_stub_is_reported_and_recovered_under_load(tmp_path):
                 w.start()
             time.sleep(1.0)
             (stub,) = stubs_of(pid)
-            t_kill = time.monotonic()
-            stub.kill()
-            while probe.is_ready(timeout_s=1.0):
-                assert time.monotonic() - t_kill < 3, "still ready 3 s after the stub died"
-                time.sleep(0.05)
-            t_not_ready = time.monotonic() - t_kill
-            while not probe.is_ready(timeout_s=1.0):
-                assert time.monotonic() - t_kill < 60, (tmp_path / "serve.log").read_text()
-                time.sleep(0.1)
-            t_ready = time.monotonic() - t_kill
+            t_not_ready, t_ready = kill_and_time_recovery(probe, stub, 3, 60, tmp_path / "serve.log")
             n_at_recovery = len(results)
             time.sleep(1.5)
             stop.set()

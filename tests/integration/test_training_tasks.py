@@ -11,7 +11,7 @@ from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID
 from seqrec.training.backbones import BACKBONES
 from seqrec.training.checkpoint import load_checkpoint, save_checkpoint
 from seqrec.training.data import gather_units, pad_right, split_history_target
-from seqrec.training.metrics import binary_auc
+from seqrec.training.evaluation import binary_auc
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
 from seqrec.training.tasks import valid_tasks

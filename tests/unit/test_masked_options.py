@@ -10,7 +10,8 @@ import torch
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.tasks.base import bernoulli_mask, mask_last
-from seqrec.training.trainer import TrainConfig, lr_factor
+from seqrec.training.loop import lr_factor
+from seqrec.training.trainer import TrainConfig
 
 
 def _items():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from seqrec.training.data import gather_units, pad_right
-from seqrec.training.metrics import binary_auc, ranking_metrics
+from seqrec.training.evaluation import binary_auc, ranking_metrics
 
 
 def test_ranking_metrics_by_hand():
@@ -34,7 +34,7 @@ def test_clm_last_prefixes_are_index_pairs():
 
 
 def test_map_auc_and_unseen_popularity_by_hand():
-    from seqrec.training.metrics import popularity_top_unseen
+    from seqrec.training.evaluation import popularity_top_unseen
 
     m = ranking_metrics(np.array([[5, 6, 7], [1, 2, 3]]), np.array([6, 9]), cutoffs=(3,))
     assert m["map@3"] == pytest.approx(0.5 / 2)  # one relevant item: AP = 1 / rank
