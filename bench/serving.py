@@ -225,7 +225,8 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
         items = step[C.ENCODED_ITEMS.name]
         window = min(items.shape[1], int(read_config(repo / C.MODEL / "config.pbtxt")
                                           .parameters["window"].string_value))
-        args = (torch.from_numpy(items), torch.from_numpy(step[C.EXCLUDE_ENCODED.name]),
+        args = (torch.from_numpy(items),
+                torch.from_numpy(np.ascontiguousarray(step[C.STEP_ARGS.name][:, C.ARG_EXCLUDE:])),
                 torch.empty((10, 0)), None, torch.empty((window, 0)))
         part = {"preprocess_runtime": us(lambda: pre.run([pre.parse(get)])),
                 "ranker_gather": us(lambda: ranker.gather([step]))}

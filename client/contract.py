@@ -57,13 +57,34 @@ SIDE_INPUT_DTYPES = ("INT64", "FP32", "BYTES")
 # Between the preprocessing step and the model step.
 ENCODED_ITEMS = Tensor("encoded_items", "INT64", (-1,), True,
                        "encoded ids, 0-padded; a bad row all 0 (so not scored: no row_ok tensor to move)")
-EXCLUDE_ENCODED = Tensor("exclude_encoded", "INT64", (-1,), True, "encoded exclusions (unknown -> 0)")
-TOP_K = Tensor("top_k", "INT64", (1,), True, "the checked k (0: the exported default)")
+# One tensor for everything per row but the history (one tensor less to move between the steps
+# than k and exclusions apart): [k, export fingerprint, encoded exclusions...].
+STEP_ARGS = Tensor("step_args", "INT64", (-1,), True,
+                   "per row: the checked k (0: the exported default), the lookup step's export "
+                   "fingerprint, then the encoded exclusions (0: none; unknown ids -> 0)")
+ARG_K, ARG_FINGERPRINT, ARG_EXCLUDE = 0, 1, 2  # STEP_ARGS columns; exclusions from ARG_EXCLUDE on
+# Both members' version folders of one export hold this file (16 hex digits; a file, not a config
+# parameter: one config serves the previous version too); the model step refuses step_args from
+# a lookup step of another export (INTERNAL: a server-side fault).
+FINGERPRINT_FILE = "export_fingerprint"
 SIDE_CATEGORICAL = Tensor("side_categorical", "INT64", (-1, -1), True,
                           "[T, C] categorical codes aligned with encoded_items, model's column order")
 SIDE_CONTINUOUS = Tensor("side_continuous", "FP32", (-1, -1), True,
                          "[T, F] continuous values aligned with encoded_items, model's column order")
-STEP_TENSORS = (ENCODED_ITEMS, EXCLUDE_ENCODED, TOP_K)
+STEP_TENSORS = (ENCODED_ITEMS, STEP_ARGS)
+
+
+def fingerprint_value(text: str) -> int:
+    """A config's 16 hex digits -> the signed INT64 carried in step_args."""
+    value = int(text, 16)
+    if not 0 <= value < 1 << 64:
+        raise ValueError(f"export fingerprint {text!r} is not 16 hex digits")
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def fingerprint_text(value: int) -> str:
+    """The INT64 in step_args -> the 16 hex digits of the config (as messages show it)."""
+    return f"{int(value) & ((1 << 64) - 1):016x}"
 MODEL_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES)
 
 

@@ -20,6 +20,7 @@ Dockerfile's image on GPU), and its config says so (parameters scorer / scorer_f
 """
 from __future__ import annotations
 
+import hashlib
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -35,8 +36,9 @@ from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.features import list_column
 from seqrec.training.scoring import Scorer
 
-from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS, MODEL,
-                                    MODEL_OUTPUTS, PREPROCESS, ROW_ERRORS, STEP_TENSORS)
+from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS,
+                                    FINGERPRINT_FILE, MODEL, MODEL_OUTPUTS, PREPROCESS,
+                                    ROW_ERRORS, STEP_TENSORS)
 
 from . import contract
 from .lookup import ItemLookup
@@ -110,6 +112,20 @@ def _check_histories(data_dir: Path, side=None, n: int = 256):
     return histories, features
 
 
+def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path) -> str:
+    """16 hex digits naming what the two members of an export must agree on: the lookup (and
+    side lookup), the model step's vocabulary and the model's files. Written into both members'
+    version folders; the model step refuses step tensors carrying another one."""
+    h = hashlib.sha256()
+    lookup.digest(h)
+    if side is not None:
+        side.digest(h)
+    h.update(np.ascontiguousarray(vocabulary, dtype=np.int64).tobytes())
+    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(checkpoint)).encode() + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def export_repository(cfg: ExportConfig) -> Path:
     """Write version N+1 of the three models (N = newest version already in cfg.repository, 0 for
     a new repository). Each version folder is written aside and renamed into place only when
@@ -173,6 +189,9 @@ def export_repository(cfg: ExportConfig) -> Path:
                           f"seqrec.training: {why_not}", ScorerFallbackWarning, stacklevel=2)
         (staging / ENSEMBLE).mkdir()
 
+        fingerprint = export_fingerprint(lookup, side, vocabulary, rec / "checkpoint")
+        for member in (pre, rec):  # in the version folders: a config serves older versions too
+            (member / FINGERPRINT_FILE).write_text(fingerprint + "\n")
         common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
         configs = {
             PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",

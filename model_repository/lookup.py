@@ -48,6 +48,11 @@ class ItemLookup:
         with np.load(Path(folder) / LOOKUP_FILE) as z:
             return cls(z["keys"], z["codes"], int(z["max_len"]))
 
+    def digest(self, h) -> None:
+        """Feed what decides the encoding into a hashlib object (the export fingerprint)."""
+        for array in (self.keys, self.codes, np.int64(self.max_len)):
+            h.update(np.ascontiguousarray(array).tobytes())
+
     @property
     def num_items(self) -> int:
         return len(self.keys)

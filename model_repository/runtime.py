@@ -49,8 +49,9 @@ class Preprocessor:
     """Raw requests -> the step tensors for the model step, all requests of a batch encoded in
     one vectorised call."""
 
-    def __init__(self, lookup: ItemLookup, side: SideLookup | None = None):
+    def __init__(self, lookup: ItemLookup, side: SideLookup | None = None, fingerprint: int = 0):
         self.lookup, self.side = lookup, side
+        self.fingerprint = int(fingerprint)  # this export's, sent to the model step in step_args
 
     def parse(self, get: Getter) -> Request:
         """One request's inputs, checked; raises RequestError naming the problem."""
@@ -157,13 +158,15 @@ class Preprocessor:
         at = (starts[:, None] + cols)[mask]  # position j of row i holds encoded[start_i + j]
         items = np.full((len(ok), width), PAD_ID, dtype=np.int64)
         items[mask] = encoded[at]
-        if r.exclude is None:
-            exclude = np.full((len(ok), 1), PAD_ID, dtype=np.int64)
-        else:
+        excluded = 1 if r.exclude is None else r.exclude.shape[1]
+        args = np.full((len(ok), C.ARG_EXCLUDE + excluded), PAD_ID, dtype=np.int64)
+        args[:, C.ARG_K] = r.k
+        args[:, C.ARG_FINGERPRINT] = self.fingerprint
+        if r.exclude is not None:
             exclude = self.lookup.encode_items(r.exclude.reshape(-1)).reshape(r.exclude.shape)
             exclude[exclude < FIRST_ITEM_ID] = PAD_ID  # unknown ids: nothing to exclude
-        out = {C.ENCODED_ITEMS.name: items, C.EXCLUDE_ENCODED.name: exclude,
-               C.TOP_K.name: r.k.reshape(-1, 1),
+            args[:, C.ARG_EXCLUDE:] = exclude
+        out = {C.ENCODED_ITEMS.name: items, C.STEP_ARGS.name: args,
                C.ROW_ERRORS.name: np.array([e.encode() for e in errors], dtype=object).reshape(-1, 1)}
         if side is not None:  # the same right-padding for the side features
             for spec, values in zip((C.SIDE_CATEGORICAL, C.SIDE_CONTINUOUS), side):
@@ -211,16 +214,31 @@ class Ranker:
 
     SIDE = ((C.SIDE_CATEGORICAL.name, "categorical"), (C.SIDE_CONTINUOUS.name, "continuous"))
 
-    def __init__(self, vocabulary: np.ndarray, default_k: int, side_keys: tuple[str, ...] = ()):
+    def __init__(self, vocabulary: np.ndarray, default_k: int, side_keys: tuple[str, ...] = (),
+                 fingerprint: int = 0):
         self.vocabulary = np.asarray(vocabulary, dtype=np.int64)  # encoded id -> original (-1 reserved)
         self.default_k = int(default_k)
         self.catalogue = int((self.vocabulary >= 0).sum())
         self.side_keys = side_keys  # which of "categorical" / "continuous" the model has
+        self.fingerprint = int(fingerprint)  # this export's; step_args must carry the same
+
+    def mismatch(self, request: dict[str, np.ndarray]) -> str | None:
+        """Why a request's step tensors come from another export's lookup step (None: they do
+        not). Its encoded ids would mean other items here: refused, never answered."""
+        sent = request[C.STEP_ARGS.name][:, C.ARG_FINGERPRINT]
+        wrong = sent[sent != self.fingerprint]
+        if not wrong.size:
+            return None
+        return (f"export mismatch: the lookup step ({C.PREPROCESS}) is from export "
+                f"{C.fingerprint_text(wrong[0])} but the model step ({C.MODEL}) is from export "
+                f"{C.fingerprint_text(self.fingerprint)}: nothing answered (an ensemble must name "
+                "the members of one export; reload the repository or re-export)")
 
     def gather(self, requests: list[dict[str, np.ndarray]]) -> Batch:
         ks = []
         for r in requests:
-            k = int(r[C.TOP_K.name].reshape(-1)[0]) if r[C.TOP_K.name].size else 0
+            args = r[C.STEP_ARGS.name]
+            k = int(args[0, C.ARG_K]) if args.size else 0
             # Checked (>= 1, one per request) by the preprocessing step; 0 means the default;
             # above the catalogue: all of it.
             ks.append(min(k if k > 0 else self.default_k, self.catalogue))
@@ -228,7 +246,8 @@ class Ranker:
                 for name, key in self.SIDE if key in self.side_keys}
         items = _stack([r[C.ENCODED_ITEMS.name] for r in requests], PAD_ID)
         return Batch(items=items,
-                     exclude=_stack([r[C.EXCLUDE_ENCODED.name] for r in requests], PAD_ID),
+                     exclude=np.ascontiguousarray(_stack(
+                         [r[C.STEP_ARGS.name][:, C.ARG_EXCLUDE:] for r in requests], PAD_ID)),
                      ok=scored(items),
                      side=side, rows=[len(r[C.ENCODED_ITEMS.name]) for r in requests], k=ks,
                      depth=max(max(ks), 1))

@@ -61,6 +61,12 @@ class SideLookup:
         with np.load(path) as z:
             return cls(json.loads(str(z["spec"])), {k: z[k] for k in z.files if k != "spec"})
 
+    def digest(self, h) -> None:
+        """Feed what decides the side features into a hashlib object (the export fingerprint)."""
+        h.update(json.dumps(self.spec, sort_keys=True).encode())
+        for name in sorted(self.arrays):
+            h.update(name.encode() + np.ascontiguousarray(self.arrays[name]).tobytes())
+
     def row_errors(self, raw: dict[str, np.ndarray], lengths: np.ndarray) -> dict[int, str]:
         """{row: message} for rows whose raw inputs ([B, L] each, cut at `lengths`) are unusable;
         the other rows are fine (a bad row does not spoil its request)."""

@@ -11,7 +11,8 @@ from pathlib import Path
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lookup import ItemLookup  # noqa: E402  (the copies beside this file)
+from contract import FINGERPRINT_FILE, fingerprint_value  # noqa: E402  (the copies beside this file)
+from lookup import ItemLookup  # noqa: E402
 from runtime import Preprocessor, RequestError  # noqa: E402
 from side_lookup import SideLookup  # noqa: E402
 
@@ -23,8 +24,9 @@ def _error(message: str, code):
 class TritonPythonModel:
     def initialize(self, args):
         here = Path(__file__).resolve().parent
-        self.runtime = Preprocessor(ItemLookup.load(here), SideLookup.load(here))
         config = json.loads(args["model_config"])
+        fingerprint = fingerprint_value((here / FINGERPRINT_FILE).read_text().strip())
+        self.runtime = Preprocessor(ItemLookup.load(here), SideLookup.load(here), fingerprint)
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}

@@ -14,7 +14,8 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from runtime import Ranker  # noqa: E402  (the copy beside this file)
+from contract import FINGERPRINT_FILE, fingerprint_value  # noqa: E402  (the copies beside this file)
+from runtime import Ranker  # noqa: E402
 from safe_program import load_program  # noqa: E402
 
 
@@ -29,7 +30,8 @@ class TritonPythonModel:
         self.device = "cpu"
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
             self.device = f"cuda:{args['model_instance_device_id']}"
-        for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json"):
+        for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json",
+                       here / FINGERPRINT_FILE):
             if not needed.is_file():
                 raise FileNotFoundError(f"{needed} not found: incomplete model version")
         model_cfg = json.loads((here / "checkpoint" / "config.json").read_text())
@@ -51,7 +53,8 @@ class TritonPythonModel:
             except Exception as err:  # a truncated or foreign file: say which one
                 raise RuntimeError(f"{path} is not a readable exported "
                                    f"program ({type(err).__name__}: {err})") from None
-        self.ranker = Ranker(np.load(here / "item_vocabulary.npy"), int(params["top_k"]), keys)
+        self.ranker = Ranker(np.load(here / "item_vocabulary.npy"), int(params["top_k"]), keys,
+                             fingerprint_value((here / FINGERPRINT_FILE).read_text().strip()))
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}
@@ -61,6 +64,19 @@ class TritonPythonModel:
     def execute(self, requests):
         arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
                   for r in requests]
+        refused = [self.ranker.mismatch(a) for a in arrays]
+        if any(refused):  # another export's lookup step: an error for those, never an answer
+            kept = [i for i, why in enumerate(refused) if why is None]
+            answered = self.execute_arrays([arrays[i] for i in kept]) if kept else []
+            responses = [None if why is None else pb_utils.InferenceResponse(
+                output_tensors=[], error=pb_utils.TritonError(why, pb_utils.TritonError.INTERNAL))
+                for why in refused]
+            for i, response in zip(kept, answered):
+                responses[i] = response
+            return responses
+        return self.execute_arrays(arrays)
+
+    def execute_arrays(self, arrays):
         try:
             batch = self.ranker.gather(arrays)
             items, exclude, side = self.ranker.good(batch)
@@ -81,7 +97,7 @@ class TritonPythonModel:
         except Exception as err:  # noqa: BLE001 - a fault: every request of the batch learns why
             error = pb_utils.TritonError(f"scoring failed: {type(err).__name__}: {err}",
                                          pb_utils.TritonError.INTERNAL)
-            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in requests]
+            return [pb_utils.InferenceResponse(output_tensors=[], error=error) for _ in arrays]
         return [pb_utils.InferenceResponse(output_tensors=[
             pb_utils.Tensor(name, value.astype(self.dtypes[name], copy=False))
             for name, value in out.items()]) for out in outputs]

@@ -15,8 +15,11 @@ from seqrec.model_repository.runtime import Preprocessor, Ranker, RequestError, 
 VOCAB = np.array([-1, -1, -1, 50, 172, 7, 900, 33], dtype=np.int64)
 
 
+FINGERPRINT = C.fingerprint_value("f00dfacecafe0123")
+
+
 def preprocessor(max_len=4):
-    return Preprocessor(ItemLookup.from_vocabulary(VOCAB, max_len))
+    return Preprocessor(ItemLookup.from_vocabulary(VOCAB, max_len), fingerprint=FINGERPRINT)
 
 
 def getter(**inputs):
@@ -51,27 +54,29 @@ def test_rows_are_encoded_truncated_and_bad_rows_named():
     np.testing.assert_array_equal(out_a[C.ENCODED_ITEMS.name], [[5, 6], [0, 0]])
     assert scored(out_a[C.ENCODED_ITEMS.name]).tolist() == [True, False]
     assert out_a[C.ROW_ERRORS.name].ravel().tolist() == [b"", b"empty session (row 1): 'item_ids' needs at least one item id"]
-    assert out_a[C.TOP_K.name].ravel().tolist() == [0, 0]
+    assert out_a[C.STEP_ARGS.name].tolist() == [[0, FINGERPRINT, 0], [0, FINGERPRINT, 0]]
     assert b"unknown item id(s) [-3, 888]" in out_b[C.ROW_ERRORS.name].ravel()[0]
     np.testing.assert_array_equal(out_b[C.ENCODED_ITEMS.name], [[0], [7]])
-    np.testing.assert_array_equal(out_b[C.EXCLUDE_ENCODED.name], [[5, 0], [3, 7]])  # unknown -> 0
+    # k, the fingerprint, then the encoded exclusions (unknown -> 0)
+    np.testing.assert_array_equal(out_b[C.STEP_ARGS.name], [[4, FINGERPRINT, 5, 0], [4, FINGERPRINT, 3, 7]])
 
 
-def step_request(items, k=0, exclude=None):
+def step_request(items, k=0, exclude=None, fingerprint=FINGERPRINT):
     items = np.asarray(items, dtype=np.int64)
-    return {C.ENCODED_ITEMS.name: items,
-            C.EXCLUDE_ENCODED.name: np.zeros((len(items), 1), np.int64) if exclude is None else np.asarray(exclude),
-            C.TOP_K.name: np.full((len(items), 1), k, np.int64)}
+    exclude = np.zeros((len(items), 1), np.int64) if exclude is None else np.asarray(exclude)
+    head = np.tile(np.array([[k, fingerprint]], np.int64), (len(items), 1))
+    return {C.ENCODED_ITEMS.name: items, C.STEP_ARGS.name: np.concatenate([head, exclude], axis=1)}
 
 
 def test_ranker_batches_requests_and_maps_answers_back():
-    ranker = Ranker(VOCAB, default_k=2)
+    ranker = Ranker(VOCAB, default_k=2, fingerprint=FINGERPRINT)
     batch = ranker.gather([step_request([[3, 4, 0]], k=3), step_request([[5], [0]]),
                            step_request([[7, 6]], k=100)])
     assert batch.items.shape == (4, 3) and batch.ok.tolist() == [True, True, False, True]
     assert batch.k == [3, 2, 5] and batch.depth == 5  # 100 > the catalogue: all 5 items
     items, exclude, _ = ranker.good(batch)
     assert items.tolist() == [[3, 4, 0], [5, 0, 0], [7, 6, 0]]
+    assert exclude.tolist() == [[0], [0], [0]] and exclude.flags.c_contiguous
     ids = np.array([[7, 6, 5, 3, 4], [3, 4, 6, 7, 5], [5, 4, 3, 6, 7]])
     scores = np.array([[5, 4, 3, 2, -np.inf], [9, 8, 7, 6, 5], [3, 2, 1, -np.inf, -np.inf]], np.float32)
     a, b, c = ranker.answers(batch, ids, scores)
@@ -81,6 +86,21 @@ def test_ranker_batches_requests_and_maps_answers_back():
     assert c[C.TOP_ITEM_IDS.name].tolist() == [[7, 172, 50, -1, -1]]  # excluded tail: -1 / -inf
     assert np.isneginf(c[C.TOP_SCORES.name][0, 3:]).all()
     assert a[C.TOP_SCORES.name].dtype == np.float32 and a[C.TOP_ITEM_IDS.name].flags.c_contiguous
+
+
+def test_step_tensors_of_another_export_are_refused_naming_both_fingerprints():
+    pre, ranker = preprocessor(), Ranker(VOCAB, default_k=2, fingerprint=FINGERPRINT)
+    ours = pre.run([pre.parse(getter(item_ids=[[50, 7]], exclude_item_ids=[[172]]))])[0]
+    assert ranker.mismatch(ours) is None
+    other = C.fingerprint_value("8000000000000001")  # above 2**63: negative as INT64
+    theirs = Preprocessor(pre.lookup, fingerprint=other)
+    foreign = theirs.run([theirs.parse(getter(item_ids=[[50, 7], [33, 900]]))])[0]
+    message = ranker.mismatch(foreign)
+    assert "export mismatch" in message
+    assert "8000000000000001" in message and "f00dfacecafe0123" in message
+    assert C.fingerprint_text(other) == "8000000000000001"
+    with pytest.raises(ValueError, match="16 hex digits"):
+        C.fingerprint_value("1" * 17)
 
 
 def test_64_rows_of_100k_exclusions_stay_linear_in_memory():
