@@ -13,7 +13,8 @@ from torch import nn
 from seqrec.config import derived, structure
 from seqrec.preprocessing.arrays import FIRST_ITEM_ID, PAD_ID
 
-from .backbones import BACKBONES, build_backbone, run_backbone
+from . import read_position
+from .backbones import BACKBONES, CAUSAL, build_backbone, run_backbone
 from .features import Features, SideFeatureConfig, SideFeatureEncoder, missing_features
 from .tasks import TASKS, resolve_attention
 from .tasks.base import MASK_ID
@@ -145,6 +146,16 @@ class SequenceRecommender(nn.Module):
         mask = (items != PAD_ID).long()
         return run_backbone(backbone if backbone is not None else self.backbone, self.embed(items, features),
                             mask, self.cfg.attention, perm_mask, target_mapping)
+
+    def hidden_at(self, items: torch.Tensor, positions: torch.Tensor,
+                  features: Features | None = None) -> torch.Tensor:
+        """Hidden state [B, d] at one position per row (items as hidden_states); the last block
+        runs at that position only where that is exact (training/read_position.py)."""
+        if self.cfg.attention == CAUSAL and read_position.supports(self.backbone):
+            return read_position.hidden_at(self.backbone, self.embed(items, features),
+                                           (items != PAD_ID).long(), positions)
+        hidden = self.hidden_states(items, features=features)
+        return hidden[torch.arange(items.shape[0], device=items.device), positions]  # shape: stays symbolic in torch.export
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores over the whole id space; reserved ids can never be recommended."""

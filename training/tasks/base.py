@@ -52,8 +52,7 @@ class Task:
     def inference_hidden(self, model: "SequenceRecommender", items: torch.Tensor,
                          positions: torch.Tensor, features=None) -> torch.Tensor:
         """Hidden state [B, d] at the position whose next item is scored."""
-        hidden = model.hidden_states(items, features=features)
-        return hidden[torch.arange(items.shape[0], device=items.device), positions]  # shape: stays symbolic in torch.export
+        return model.hidden_at(items, positions, features)
 
 
 def bernoulli_mask(items: torch.Tensor, prob: float) -> torch.Tensor:
