@@ -222,3 +222,25 @@ def test_dense_parameters_and_config_errors():
         structure(RankConfig, {"labels": {"max_hist": 3}})
     with pytest.raises(ConfigError, match=r"labels: test_quantile 1.5"):
         structure(RankConfig, {"labels": {"test_quantile": 1.5}})
+
+
+def test_a_seqrec_checkpoint_is_checked_before_transfer(tmp_path):
+    from seqrec.training.checkpoint import save_checkpoint
+    from seqrec.training.ranker.trainer import checkpoint_source
+
+    def saved(backbone, num_items, name):
+        model = SequenceRecommender(ModelConfig(num_items=num_items, max_len=9, backbone=backbone, task="clm",
+                                                d_model=16, n_layers=2, n_heads=2))
+        save_checkpoint(model, tmp_path / name)
+        return model, tmp_path / name
+
+    llama, folder = saved("llama", NUM_ITEMS, "llama")
+    state = checkpoint_source(folder, NUM_ITEMS)
+    assert torch.equal(state["item_embedding.weight"], llama.item_embedding.weight)
+    with pytest.raises(ValueError, match=f"{NUM_ITEMS} item ids, but the ranker's data has 50"):
+        checkpoint_source(folder, 50)
+    _, gpt2 = saved("gpt2", NUM_ITEMS, "gpt2")
+    with pytest.raises(ValueError, match="a 'gpt2' checkpoint"):
+        checkpoint_source(gpt2, NUM_ITEMS)
+    with pytest.raises(ValueError, match="needs rank.generative_dir"):
+        checkpoint_source(None, NUM_ITEMS)
