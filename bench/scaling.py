@@ -8,6 +8,7 @@ AUC = a - b * x^-c (x = dense parameters) fitted to the mean test AUC over seeds
 
     python bench/scaling.py                      # needs `seqrec preprocess` (artifacts/ml-100k/data)
     python bench/scaling.py --budget-minutes 25  # stops adding sizes when the next would overrun
+    python bench/scaling.py --append --sizes 32x2  # adds sizes to an earlier run's JSON
 
 One torch thread: the study is sized for two shared CPU cores. Writes bench/results/scaling.json
 (after every size, so a stopped run keeps what it measured) and docs/figures/scaling.png.
@@ -123,9 +124,15 @@ def main(argv=None) -> int:
     ap.add_argument("--max-history", type=int, default=10)
     ap.add_argument("--train-examples", type=int, default=20_000)
     ap.add_argument("--test-examples", type=int, default=10_000)
+    ap.add_argument("--append", action="store_true",
+                    help="keep the runs already in --out (same setup) and add the sizes it lacks")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
     ap.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "scaling.png"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out, train nothing")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        plot(summarise(json.loads(Path(args.out).read_text())["runs"]), Path(args.figure))
+        return 0
     torch.set_num_threads(1)
     started = time.perf_counter()
     labels = LabelConfig(max_history=args.max_history)
@@ -137,7 +144,12 @@ def main(argv=None) -> int:
                       train_eval_examples=5000, labels=labels,
                       init=InitConfig(pretrain=PretrainConfig(epochs=args.pretrain_epochs, batch_size=128)))
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
-    runs, size_seconds, stopped = [], [], None
+    runs, size_seconds, stopped, spent = [], [], None, 0.0
+    if args.append and Path(args.out).is_file():
+        previous = json.loads(Path(args.out).read_text())
+        runs, size_seconds, spent = previous["runs"], previous["size_seconds"], previous["seconds"]
+        have = {(r["d_model"], r["n_layers"]) for r in runs}
+        sizes = [s for s in sizes if s not in have]
     budget = args.budget_minutes * 60
 
     def write(done: bool):
@@ -150,17 +162,17 @@ def main(argv=None) -> int:
                       "epochs": args.epochs, "pretrain_epochs": args.pretrain_epochs, "batch_size": base.batch_size,
                       "lr": base.lr, "lr_decay": base.lr_decay, "seeds": args.seeds, "torch_threads": 1,
                       "budget_minutes": args.budget_minutes, "pretrain": asdict(base.init.pretrain)},
-            "complete": done, "stopped": stopped, "seconds": time.perf_counter() - started,
+            "complete": done, "stopped": stopped, "seconds": spent + time.perf_counter() - started,
             "size_seconds": size_seconds, "summary": summary, "runs": runs}, indent=2))
         return summary
 
     for i, (d, n_layers) in enumerate(sizes):
         elapsed = time.perf_counter() - started
-        # a size costs about (dense params ratio)^0.7 of the one before on one core (measured)
-        if size_seconds:
+        # a size costs about (dense params ratio)^0.5 of the one before on one core (measured)
+        if size_seconds and i:
             prev = size_seconds[-1]
             ratio = (d * d * n_layers) / (sizes[i - 1][0] ** 2 * sizes[i - 1][1])
-            if elapsed + prev * ratio ** 0.7 > budget:
+            if elapsed + prev * ratio ** 0.5 > budget:
                 stopped = f"next size {d}x{n_layers} projected past the {args.budget_minutes:g}-minute budget"
                 break
         t0 = time.perf_counter()
