@@ -55,7 +55,9 @@ def fit_power_law(x: np.ndarray, y: np.ndarray) -> dict | None:
         return None
     pred = power_law(x, a, b, c)
     ss_res, ss_tot = float(np.sum((y - pred) ** 2)), float(np.sum((y - y.mean()) ** 2))
-    return {"a": float(a), "b": float(b), "c": float(c), "r2": 1 - ss_res / ss_tot if ss_tot else float("nan")}
+    # c > 3: the law is flat from the second size on, i.e. no trend a power law describes
+    return {"a": float(a), "b": float(b), "c": float(c), "r2": 1 - ss_res / ss_tot if ss_tot else float("nan"),
+            "degenerate": bool(c > 3)}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -96,7 +98,7 @@ def plot(summary: dict, path: Path) -> None:
         y = np.array([p["test_auc"] for p in s["sizes"]])
         err = np.array([p["test_auc_std"] for p in s["sizes"]])
         line = ax1.errorbar(x, y, yerr=err, marker="o", capsize=3, label=strategy)
-        if s["fit"]:
+        if s["fit"] and not s["fit"]["degenerate"]:
             grid = np.geomspace(x.min(), x.max(), 100)
             f = s["fit"]
             ax1.plot(grid, power_law(grid, f["a"], f["b"], f["c"]), "--", color=line[0].get_color(), alpha=0.6)
@@ -128,10 +130,14 @@ def main(argv=None) -> int:
                     help="keep the runs already in --out (same setup) and add the sizes it lacks")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "scaling.json"))
     ap.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "scaling.png"))
-    ap.add_argument("--plot-only", action="store_true", help="redraw the figure from --out, train nothing")
+    ap.add_argument("--plot-only", action="store_true",
+                    help="recompute the summary in --out and redraw the figure, train nothing")
     args = ap.parse_args(argv)
-    if args.plot_only:
-        plot(summarise(json.loads(Path(args.out).read_text())["runs"]), Path(args.figure))
+    if args.plot_only:  # the summary recomputed from the runs, and the figure redrawn
+        saved = json.loads(Path(args.out).read_text())
+        saved["summary"] = summarise(saved["runs"])
+        Path(args.out).write_text(json.dumps(saved, indent=2))
+        plot(saved["summary"], Path(args.figure))
         return 0
     torch.set_num_threads(1)
     started = time.perf_counter()
