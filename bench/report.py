@@ -178,10 +178,37 @@ def masked(d: dict) -> str:
                    "best valid NDCG@10", "best epoch"], rows)
 
 
+def scaling(d: dict) -> str:
+    """Mean test AUC (and the train-test AUC gap) per strategy and size; the fitted laws."""
+    summary = d["summary"]
+    sizes = [p["dense_parameters"] for p in summary["none"]["sizes"]]
+    shape = {p["dense_parameters"]: f"{p['d_model']}x{p['n_layers']}" for p in summary["none"]["sizes"]}
+    header = ["strategy"] + [f"{_int(x)} ({shape[x]})" for x in sizes]
+    cell = lambda p: f"{p['test_auc']:.4f} ± {p['test_auc_std']:.4f} (gap {p['gap']:+.3f})"  # noqa: E731
+    rows = [[name] + [cell(p) for p in s["sizes"]] for name, s in summary.items()]
+    def law(name, f):
+        if not f:
+            return [name, "-", "-", "-", "-", "-"]
+        return [name, f"{f['a']:.4f}", f"{f['b']:.4g}", f"{f['c']:.3g}", f"{f['r2']:.3f}",
+                "degenerate (flat: c > 3)" if f["degenerate"] else "power law"]
+
+    laws = [law(name, s["fit"]) for name, s in summary.items()]
+    setup = d["setup"]
+    note = (f"\nTest AUC mean ± std over {setup['seeds']} seeds (gap: train AUC - test AUC) by dense "
+            f"parameters (d_model x layers); {setup['train_examples']:,} training and "
+            f"{setup['test_examples']:,} test examples, {setup['epochs']} epochs, history "
+            f"{setup['max_history']}, {d['seconds'] / 60:.1f} min in all"
+            + (f"; stopped early: {d['stopped']}" if d.get("stopped") else "") + ".\n\n")
+    return (_table(header, rows) + note
+            + _table(["strategy", "a", "b", "c", "R^2", "reading"], laws)
+            + "\nFitted AUC = a - b * x^-c (x = dense parameters) to the mean test AUC per size.\n")
+
+
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
-           "serving_row_errors_ab": serving_row_errors_ab}
+           "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
+           "scaling-pretrain10": scaling}
 
 
 def generic(d: dict) -> str:

@@ -76,6 +76,14 @@ def read_movielens_100k_titles(folder: Path | None = None) -> dict[int, str]:
     return dict(zip(raw["item_id"].astype(int), titles))
 
 
+def read_movielens_100k_genres(folder: Path | None = None) -> dict[int, str]:
+    """Original item id -> the item's first listed genre (ml-100k.item `class`; "" where none):
+    one category per item, as the ranker's category embedding takes it."""
+    raw = _read_atomic_file((folder or movielens_100k_dir()) / "ml-100k.item")
+    first = raw["class"].str.split(" ").str[0].fillna("")
+    return dict(zip(raw["item_id"].astype(int), first))
+
+
 def transformers4rec_sdist() -> Path:
     """The transformers4rec==23.12.0 sdist that scripts/_env.sh fetches into <venv>/sdists."""
     path = Path(sys.prefix) / "sdists" / T4R_SDIST

@@ -67,6 +67,23 @@ def cmd_incremental(args) -> None:
     print(f"report: {cfg.output_dir}/incremental.json, plot: {cfg.output_dir}/incremental.png")
 
 
+def cmd_rank(args) -> None:
+    from seqrec.training.ranker.trainer import rank
+
+    cfg = _config(args, "rank", data_dir=args.data_dir, output_dir=args.output_dir, epochs=args.epochs)
+    try:
+        result = rank(cfg)
+    except (FileNotFoundError, ValueError) as err:  # missing ETL output, a mismatched checkpoint
+        raise SeqrecError(str(err)) from None
+    print(f"{'split':8s}{'auc':>8s}{'gauc':>8s}{'logloss':>9s}{'examples':>10s}")
+    for split in ("train", "test"):
+        m = getattr(result, split)
+        print(f"{split:8s}{m['auc']:8.4f}{m['gauc']:8.4f}{m['logloss']:9.4f}{result.examples[split]:10,d}")
+    print(f"strategy {result.strategy}: {result.dense_parameters:,} dense parameters, copied "
+          f"{len(result.copied)} tensors, froze {len(result.frozen)} ({result.seconds:.1f} s)")
+    print(f"output: {result.output_dir}")
+
+
 def cmd_export(args) -> None:
     from seqrec.model_repository.export import MODEL, export_repository, scorer_fallback, versions
 
@@ -173,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p = add("incremental", cmd_incremental, "train on time window t, evaluate on t+1, continue")
     p.add_argument("--data-dir")
     p.add_argument("--output-dir")
+    p = add("rank", cmd_rank, "train the discriminative ranker (AUC / GAUC on held-out users)")
+    p.add_argument("--data-dir")
+    p.add_argument("--output-dir")
+    p.add_argument("--epochs", type=int)
     p = add("export", cmd_export, "write the Triton model repository")
     p.add_argument("--repository")
     p.add_argument("--top-k", type=int)

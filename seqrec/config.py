@@ -6,7 +6,7 @@ and wrong types are errors naming the dotted path and the valid keys. Fields mar
 are filled from the data (num_items, max_len, cardinalities): a recipe may not set them, a
 checkpoint's saved config does.
 
-A recipe is a mapping of sections (`etl`, `train`, `incremental`, `export`) plus an optional
+A recipe is a mapping of sections (`etl`, `train`, `incremental`, `rank`, `export`) plus an optional
 `workdir`, from which the paths the sections share default (see DEFAULT_PATHS).
 """
 from __future__ import annotations
@@ -34,6 +34,7 @@ SECTIONS = {
     "etl": ("seqrec.preprocessing.pipeline", "ETLConfig"),
     "train": ("seqrec.training.trainer", "TrainConfig"),
     "incremental": ("seqrec.training.incremental", "IncrementalConfig"),
+    "rank": ("seqrec.training.ranker.trainer", "RankConfig"),
     "export": ("seqrec.model_repository.export", "ExportConfig"),
 }
 # A path a recipe leaves out defaults to the path it is read from (another section's), or to
@@ -44,6 +45,9 @@ DEFAULT_PATHS = {
     ("train", "output_dir"): "model",
     ("incremental", "data_dir"): ("etl", "output_dir"),
     ("incremental", "output_dir"): "incremental",
+    ("rank", "data_dir"): ("etl", "output_dir"),
+    ("rank", "output_dir"): "ranker",
+    ("rank", "generative_dir"): ("train", "output_dir"),
     ("export", "data_dir"): ("train", "data_dir"),
     ("export", "model_dir"): ("train", "output_dir"),
     ("export", "repository"): "model_repository",

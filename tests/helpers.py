@@ -8,13 +8,13 @@ ROOT = Path(__file__).resolve().parents[1]  # the repository root
 MAX_LEN = 50  # max_len of the shared MovieLens-100k ETL fixture
 
 
-def seqrec_cli(*args, check=True):
+def seqrec_cli(*args, check=True, timeout=120):
     """Run the `seqrec` command line in a fresh interpreter (as a user would)."""
     import subprocess
     import sys
 
     return subprocess.run([sys.executable, "-m", "seqrec.cli", *args], capture_output=True,
-                          text=True, check=check, timeout=120)
+                          text=True, check=check, timeout=timeout)
 
 
 def kill_and_time_recovery(probe, stub, not_ready_within: float, ready_within: float, log) -> tuple[float, float]:

@@ -1,6 +1,6 @@
 """Offline evaluation: ranking metrics from top-k lists (NDCG, Recall, MRR, MAP at k), the model's
-evaluation through recommend(), the popularity baseline, and AUC for binary scores (the RTD
-discriminator).
+evaluation through recommend(), the popularity baseline, and AUC, per-user GAUC and log loss
+for binary scores (the RTD discriminator, the ranker).
 
 Everything works on whole arrays: histories and targets are cut from values + offsets, and the
 "popularity without the items already seen" baseline is computed over chunks of rows against a
@@ -106,20 +106,60 @@ def evaluate_popularity(train_rows: Rows, eval_rows: Rows, num_items: int,
     return ranking_metrics(np.broadcast_to(top, (len(targets), len(top))), targets)
 
 
+def _group_auc_parts(scores, labels, groups):
+    """Per group (rows of equal `groups`): (group ids, positives, negatives, AUC numerator).
+
+    One lexsort by (group, score) ranks every row within its group; tied scores get their
+    average rank; the Mann-Whitney U of a group is its positives' rank sum - P(P+1)/2."""
+    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
+    groups = np.asarray(groups)
+    if not (len(scores) == len(labels) == len(groups)):
+        raise ValueError(f"scores ({len(scores)}), labels ({len(labels)}) and groups "
+                         f"({len(groups)}) differ in length")
+    if not np.isfinite(scores).all():
+        raise ValueError("AUC needs finite scores")
+    order = np.lexsort((scores, groups))
+    g, s, y = groups[order], scores[order], labels[order]
+    new_group = np.r_[True, g[1:] != g[:-1]]
+    group_of = np.cumsum(new_group) - 1
+    start = np.flatnonzero(new_group)
+    rank = np.arange(len(s)) - start[group_of] + 1.0  # 1-based rank within the group
+    new_tie = new_group | np.r_[True, s[1:] != s[:-1]]
+    tie_of = np.cumsum(new_tie) - 1
+    rank = (np.bincount(tie_of, weights=rank) / np.bincount(tie_of))[tie_of]
+    n_groups = len(start)
+    pos = np.bincount(group_of, weights=y, minlength=n_groups)
+    neg = np.bincount(group_of, minlength=n_groups) - pos
+    u = np.bincount(group_of, weights=np.where(y, rank, 0.0), minlength=n_groups) - pos * (pos + 1) / 2
+    return g[start], pos, neg, u
+
+
 def binary_auc(scores: np.ndarray, labels: np.ndarray) -> float:
     """ROC AUC by the rank statistic (ties get their average rank)."""
-    scores, labels = np.asarray(scores, dtype=float), np.asarray(labels, dtype=bool)
-    pos, neg = labels.sum(), (~labels).sum()
-    if pos == 0 or neg == 0:
+    _, pos, neg, u = _group_auc_parts(scores, labels, np.zeros(len(scores), dtype=np.int64))
+    if pos.sum() == 0 or neg.sum() == 0:
         raise ValueError("AUC needs both positive and negative labels")
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    # average the ranks of tied scores
-    uniq, inverse = np.unique(scores, return_inverse=True)
-    ranks = (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
-    return float((ranks[labels].sum() - pos * (pos + 1) / 2) / (pos * neg))
+    return float(u[0] / (pos[0] * neg[0]))
+
+
+def group_auc(scores: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> float:
+    """GAUC: the AUC within each group (user) that has both labels, averaged with the group's
+    row count as weight; groups with one label only carry no ranking signal and are skipped."""
+    _, pos, neg, u = _group_auc_parts(scores, labels, groups)
+    both = (pos > 0) & (neg > 0)
+    if not both.any():
+        raise ValueError("GAUC needs a group with both positive and negative labels")
+    weight = (pos + neg)[both]
+    return float(np.sum(weight * u[both] / (pos[both] * neg[both])) / weight.sum())
+
+
+def log_loss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -> float:
+    """Mean binary cross-entropy of predicted probabilities (clipped away from 0 and 1)."""
+    p = np.clip(np.asarray(probabilities, dtype=float), eps, 1 - eps)
+    y = np.asarray(labels, dtype=float)
+    return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
 __all__ = ["CUTOFFS", "ranking_metrics", "popularity_counts", "popularity_top",
-           "popularity_top_unseen", "evaluate", "evaluate_popularity", "binary_auc"]
+           "popularity_top_unseen", "evaluate", "evaluate_popularity", "binary_auc", "group_auc",
+           "log_loss"]
