@@ -13,13 +13,20 @@ under an exclusive lock on the repository:
   4. the ensemble's config, whose steps name version N of every member, is replaced: the one
      switch from the old export to the new; then its (empty) version folder N is moved in.
 A model new to the repository is moved in whole (config and version), members before the
-ensemble. Every step is one rename. Keeping the previous member versions loaded is what lets a
-failed reload of the new export leave the previous one serving whole: the ensemble's new config
-fails to load, its old one and the member versions it names stay.
+ensemble. Every step is one rename. Keeping the previous member versions loaded is what lets the
+old ensemble answer while the new one loads (`seqrec model load` loads the members first and
+the ensemble only when every member's new version is ready).
+
+The previous version kept is the newest one, at most the version the ensemble names, whose files
+still match the manifest written when it was published (MANIFEST: size and sha256 of every
+file). A member version damaged after publishing never loads, and Triton loads a model's
+versions all or nothing: kept in the policy, it would stop every later export from loading.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -30,9 +37,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from seqrec.preprocessing.staging import step
 
-__all__ = ["publish_export", "versions", "served_versions", "read_config", "CONFIG"]
+__all__ = ["publish_export", "versions", "served_versions", "read_config", "CONFIG", "MANIFEST",
+           "write_manifest", "intact"]
 
 CONFIG = "config.pbtxt"
+MANIFEST = "manifest.json"  # in each member version folder: {relative path: [bytes, sha256]}
 LEGACY_STAGING = ".export-v"  # staging folders older exports left inside the repository root
 
 
@@ -55,6 +64,54 @@ def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
     tmp.write_text(text_format.MessageToString(config))
     os.replace(tmp, model_dir / CONFIG)
     step()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and "__pycache__" not in p.parts)
+
+
+def write_manifest(folder: Path) -> None:
+    """Record size and sha256 of every file of a version folder (before it is published)."""
+    entries = {str(p.relative_to(folder)): [p.stat().st_size, _digest(p)] for p in _files(folder)}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=0, sort_keys=True))
+
+
+def intact(folder: Path) -> bool:
+    """The version folder's files are those its manifest lists, unchanged (sizes first: cheap).
+    A folder without a manifest (exported before manifests) counts as intact."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return folder.is_dir()
+    try:
+        entries = json.loads(path.read_text())
+    except ValueError:
+        return False
+    files = {str(p.relative_to(folder)): p for p in _files(folder)}
+    if set(files) != set(entries):
+        return False
+    if any(files[n].stat().st_size != size for n, (size, _) in entries.items()):
+        return False
+    return all(_digest(files[n]) == digest for n, (_, digest) in entries.items())
+
+
+def _previous(repository: Path, member: str, named: int | None) -> int | None:
+    """The version of `member` to keep loaded beside the new one: the newest intact version at
+    most the one the current ensemble names (None: nothing to keep)."""
+    if named is None:
+        return None
+    for v in reversed([v for v in versions(repository / member) if v <= named]):
+        if intact(repository / member / str(v)):
+            return v
+    return None
 
 
 @contextmanager
@@ -140,7 +197,9 @@ def publish_export(repository: str | Path, staging: Path, configs: dict[str, str
 
         new = {m: text_format.Parse(configs[m], mc.ModelConfig()) for m in names}
         for m in members:
-            keep = sorted({current.get(m, version), version})
+            write_manifest(staging / m)
+            previous = _previous(repository, m, current.get(m))
+            keep = sorted({version} if previous is None else {previous, version})
             new[m].version_policy.specific.versions[:] = keep
         for s in new[ensemble].ensemble_scheduling.step:
             if s.model_name in members:
