@@ -56,23 +56,26 @@ def serve(repo: Path, key_file: Path, log: Path) -> tuple[subprocess.Popen, str,
     return proc, m.group(2), int(m.group(1))
 
 
-def server_pid(log: Path) -> int:
-    """The pid of the tritonserver now running (a restart starts a new one)."""
-    return int(re.findall(r"pid (\d+)", log.read_text())[-1])
+def server_pid(serve_proc: subprocess.Popen) -> int:
+    """The pid of the tritonserver `seqrec serve` runs now (a restart starts a new one)."""
+    return next(p.pid for p in psutil.Process(serve_proc.pid).children()
+                if "tritonserver" in " ".join(p.cmdline()))
 
 
 def stubs(pid: int) -> dict[str, psutil.Process]:
-    """The python-backend stubs of a server, by model name."""
+    """The python-backend stubs of a server, by "<model>/<version>" (two versions of a member
+    are loaded while a reload swaps them)."""
     out = {}
     for p in psutil.Process(pid).children(recursive=True):
         cmd = " ".join(p.cmdline())
-        if "triton_python_backend_stub" in cmd:
-            out[next((m for m in ("seqrec_preprocess", "seqrec_model") if f"/{m}/" in cmd), cmd)] = p
+        m = re.search(r"/(seqrec_\w+)/(\d+)/model\.py", cmd)
+        if "triton_python_backend_stub" in cmd and m:
+            out[f"{m.group(1)}/{m.group(2)}"] = p
     return out
 
 
-def rss_mb(log: Path, serve_proc: subprocess.Popen) -> dict:
-    pid = server_pid(log)
+def rss_mb(serve_proc: subprocess.Popen) -> dict:
+    pid = server_pid(serve_proc)
     mb = lambda p: round(p.memory_info().rss / 2**20, 1)  # noqa: E731
     return dict(serve_cli=mb(psutil.Process(serve_proc.pid)), tritonserver=mb(psutil.Process(pid)),
                 **{f"stub_{name}": mb(p) for name, p in sorted(stubs(pid).items())})
@@ -140,14 +143,16 @@ def main() -> None:
                 for key, items, bad in requests:
                     if not bad and key not in expected:
                         expected[key] = c.recommend(items).item_ids
-            rss_start = rss_mb(log, proc)
+            rss_start = rss_mb(proc)
             probe = Probe(url)
             probe.start()
             done = [0]
 
             def kill_stub():
                 events["kill"] = time.perf_counter()
-                stubs(server_pid(log))["seqrec_model"].kill()
+                model = stubs(server_pid(proc))
+                model[max((k for k in model if k.startswith("seqrec_model/")),
+                          key=lambda k: int(k.split("/")[1]))].kill()
 
             def reload():  # in other processes, as a user runs them (not under this GIL)
                 events["reload_start"] = time.perf_counter()
@@ -176,7 +181,7 @@ def main() -> None:
                 time.sleep(0.5)  # a short run may end before the reload does
             probe.stop.set()
             probe.join(10)
-            rss_end = rss_mb(log, proc)
+            rss_end = rss_mb(proc)
             served = versions(repo / "seqrec_model")
             serve_log = log.read_text()
         finally:
