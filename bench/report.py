@@ -169,6 +169,7 @@ def serving_row_errors_ab(d: dict) -> str:
 def soak(d: dict) -> str:
     """bench/soak.py: one run under faults, as measure -> value rows."""
     s, rss = d["summary"], d["rss_mb"]
+    served = ", ".join(f"{m} v{v}" for m, v in (s["served_after_reload"] or {}).items()) or "-"
     opt = lambda v, unit="": "-" if v is None else f"{v}{unit}"  # noqa: E731
     rows = [
         ["requests (good + bad)", f"{_int(d['requests'])} ({_int(s['good'])} + {_int(s['bad'])}), "
@@ -183,16 +184,16 @@ def soak(d: dict) -> str:
         ["server restarts", str(s["server_restarts"])],
         ["reload: export, then `seqrec model load`",
          f"{opt(s['export_s'], ' s')}, {opt(s['reload_s'], ' s')} (exit {opt(s['reload_exit_code'])}; "
-         f"serving {s['served_after_reload']})"],
+         f"then serving {served})"],
         ["latency p50 / p99, all good requests", f"{s['p50_ms_all']} / {s['p99_ms_all']} ms"],
         ["latency p50 / p99, outside the recovery window",
          f"{s['p50_ms_outside_recovery']} / {s['p99_ms_outside_recovery']} ms"],
     ]
-    rows += [[f"RSS {name} start -> end", f"{_mb(rss['start'][name])} -> {_mb(rss['end'][name])}"]
-             for name in rss["start"] if name in rss["end"]]
+    names = list(rss["start"]) + [n for n in rss["end"] if n not in rss["start"]]
+    at = lambda when, n: _mb(rss[when][n]) if n in rss[when] else "-"  # noqa: E731
+    rows += [[f"RSS {n} start -> end", f"{at('start', n)} -> {at('end', n)}"] for n in names]
     return _table(["measure", "value"], rows) + (
-        f"
-Scorer {d['scorer']}; client deadline {d['client_deadline_s']:g} s; load average at the "
+        f"\nScorer {d['scorer']}; client deadline {d['client_deadline_s']:g} s; load average at the "
         f"end {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. The server and "
         f"stub processes at the end are those of the restarted server.\n")
 
