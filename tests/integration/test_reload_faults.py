@@ -55,8 +55,8 @@ def test_failed_reload_names_the_member_and_keeps_the_previous_export(tmp_path, 
         t0 = time.monotonic()
         loaded = model_load(srv.grpc_url, key_file)
         seconds = time.monotonic() - t0
-        assert loaded.returncode == 0, loaded.stderr
-        assert seconds < 60, seconds  # not the load deadline: the damaged version is left out
+        # it loads (before, the damaged 2 stayed in the policy and every later load failed)
+        assert loaded.returncode == 0, f"{seconds:.0f} s: {loaded.stderr}"
         assert ctl.member_versions(ENSEMBLE) == {PREPROCESS: 3, MODEL: 3}
         assert ctl.is_ready(MODEL, 3) and ctl.is_ready(MODEL, 1) and not ctl.is_ready(MODEL, 2)
         assert [r.item_ids for r in client.recommend_batch(sessions)] == v1  # the same model
