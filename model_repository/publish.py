@@ -17,10 +17,12 @@ ensemble. Every step is one rename. Keeping the previous member versions loaded 
 old ensemble answer while the new one loads (`seqrec model load` loads the members first and
 the ensemble only when every member's new version is ready).
 
-The previous version kept is the newest one, at most the version the ensemble names, whose files
-still match the manifest written when it was published (MANIFEST: size and sha256 of every
-file). A member version damaged after publishing never loads, and Triton loads a model's
-versions all or nothing: kept in the policy, it would stop every later export from loading.
+The previous version kept is the newest export, at most the one the ensemble names, whose
+member folders all still match the manifests written when they were published (MANIFEST: size
+and sha256 of every file). A member version damaged after publishing never loads, and Triton
+loads a model's versions all or nothing: kept in the policy, it would stop every later export
+from loading. The members are kept as a unit: the ensemble still serving is then the older one,
+and dropping any of its members' versions would unload it.
 """
 from __future__ import annotations
 
@@ -103,15 +105,25 @@ def intact(folder: Path) -> bool:
     return all(_digest(files[n]) == digest for n, (_, digest) in entries.items())
 
 
-def _previous(repository: Path, member: str, named: int | None) -> int | None:
-    """The version of `member` to keep loaded beside the new one: the newest intact version at
-    most the one the current ensemble names (None: nothing to keep)."""
-    if named is None:
-        return None
-    for v in reversed([v for v in versions(repository / member) if v <= named]):
-        if intact(repository / member / str(v)):
-            return v
-    return None
+def _previous(repository: Path, members, current: dict[str, int]) -> dict[str, int]:
+    """{member: version to keep loaded beside the new one}. The members of one export share its
+    version number and are one unit: keep the newest version, at most the one the current
+    ensemble names, whose folders are intact for every member, so the ensemble that serves
+    (which may be older than the one on disk, when loading that one failed) keeps all of its
+    members. An older layout naming different versions per member: each member on its own."""
+    named = set(current.values())
+    if len(named) == 1 and set(current) == set(members):
+        for v in sorted({v for m in members for v in versions(repository / m)}, reverse=True):
+            if v <= min(named) and all(intact(repository / m / str(v)) for m in members):
+                return {m: v for m in members}
+        return {}
+    out = {}
+    for m, n in current.items():
+        v = next((v for v in reversed(versions(repository / m)) if v <= n
+                  and intact(repository / m / str(v))), None)
+        if v is not None:
+            out[m] = v
+    return out
 
 
 @contextmanager
@@ -196,10 +208,10 @@ def publish_export(repository: str | Path, staging: Path, configs: dict[str, str
         _pin_older_layout(repository, ensemble, members, current)
 
         new = {m: text_format.Parse(configs[m], mc.ModelConfig()) for m in names}
+        previous = _previous(repository, members, current)
         for m in members:
             write_manifest(staging / m)
-            previous = _previous(repository, m, current.get(m))
-            keep = sorted({version} if previous is None else {previous, version})
+            keep = sorted({version, previous.get(m, version)})
             new[m].version_policy.specific.versions[:] = keep
         for s in new[ensemble].ensemble_scheduling.step:
             if s.model_name in members:

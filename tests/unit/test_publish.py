@@ -62,9 +62,10 @@ def test_a_damaged_previous_version_is_not_kept_beside_the_new_one(tmp_path):
     assert publish(repo, tmp_path, "b") == 2
     assert policy(repo, "model") == [1, 2]
     (repo / "model" / "2" / "weights.bin").write_text("b")  # damaged after publishing
-    # version 3 keeps the newest intact version the current ensemble could be serving: 1
+    # version 3 keeps the newest intact export the serving ensemble can be on: 1, for every
+    # member (the ensemble serving 1 needs pre 1 too)
     assert publish(repo, tmp_path, "c") == 3
-    assert policy(repo, "model") == [1, 3] and policy(repo, "pre") == [2, 3]
+    assert policy(repo, "model") == [1, 3] and policy(repo, "pre") == [1, 3]
     steps = {s.model_name: s.model_version for s in read_config(repo / ENSEMBLE).ensemble_scheduling.step}
     assert steps == {"pre": 3, "model": 3}
     assert publish(repo, tmp_path, "d") == 4
