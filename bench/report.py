@@ -166,6 +166,38 @@ def serving_row_errors_ab(d: dict) -> str:
         f"{' / '.join(f'{v:.2f}' for v in p50['new'])} ms with.\n")
 
 
+def soak(d: dict) -> str:
+    """bench/soak.py: one run under faults, as measure -> value rows."""
+    s, rss = d["summary"], d["rss_mb"]
+    served = ", ".join(f"{m} v{v}" for m, v in (s["served_after_reload"] or {}).items()) or "-"
+    opt = lambda v, unit="": "-" if v is None else f"{v}{unit}"  # noqa: E731
+    rows = [
+        ["requests (good + bad)", f"{_int(d['requests'])} ({_int(s['good'])} + {_int(s['bad'])}), "
+                                  f"concurrency {d['concurrency']}"],
+        ["wall time, requests/s", f"{d['seconds']} s, {_int(d['requests_per_s'])}/s"],
+        ["good requests lost (inside the recovery window)", f"{s['lost']} ({s['lost_inside_recovery']})"],
+        ["wrong answers outside / inside the recovery window",
+         f"{s['wrong_outside_recovery']} / {s['wrong_inside_recovery']}"],
+        ["bad requests answered as if good", str(s["bad_answered"])],
+        ["stub kill: not ready reported after", opt(s["not_ready_reported_after_s"], " s")],
+        ["stub kill: answered again after (recovery window)", opt(s["recovery_window_s"], " s")],
+        ["server restarts", str(s["server_restarts"])],
+        ["reload: export, then `seqrec model load`",
+         f"{opt(s['export_s'], ' s')}, {opt(s['reload_s'], ' s')} (exit {opt(s['reload_exit_code'])}; "
+         f"then serving {served})"],
+        ["latency p50 / p99, all good requests", f"{s['p50_ms_all']} / {s['p99_ms_all']} ms"],
+        ["latency p50 / p99, outside the recovery window",
+         f"{s['p50_ms_outside_recovery']} / {s['p99_ms_outside_recovery']} ms"],
+    ]
+    names = list(rss["start"]) + [n for n in rss["end"] if n not in rss["start"]]
+    at = lambda when, n: _mb(rss[when][n]) if n in rss[when] else "-"  # noqa: E731
+    rows += [[f"RSS {n} start -> end", f"{at('start', n)} -> {at('end', n)}"] for n in names]
+    return _table(["measure", "value"], rows) + (
+        f"\nScorer {d['scorer']}; client deadline {d['client_deadline_s']:g} s; load average at the "
+        f"end {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. The server and "
+        f"stub processes at the end are those of the restarted server.\n")
+
+
 def masked(d: dict) -> str:
     """One row per run of bench/masked.py: the best validation NDCG@10 and its epoch."""
     rows = []
@@ -208,7 +240,7 @@ LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "tr
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling}
+           "scaling-pretrain10": scaling, "soak": soak}
 
 
 def generic(d: dict) -> str:

@@ -26,13 +26,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm.auto import tqdm
 
-from seqrec.client import AsyncRecommenderClient, RecommendationError, RecommenderClient
+from loadgen import BAD_KINDS, drive, ensure_model, percentiles, workload  # bench/ beside this file
+from seqrec.client import RecommendationError, RecommenderClient
 
 ROOT = Path(__file__).resolve().parents[1]
-BAD_KINDS = ("empty session", "only unknown ids", "negative ids only")
 FLOOR, FLOOR_LOOKUP, FLOOR_SLICE = "floor", "floor_lookup", "floor_slice"
 
 # The floor's two python models: no work beyond moving the tensors through.
@@ -102,46 +101,6 @@ def server_split(url: str, models) -> dict:
     return out
 
 
-def ensure_model(config: str, epochs: int, compile_scorer: bool = True) -> Path:
-    """The demo recipe's repository (with the compiled scorer: `<repository>-compiled`); ETL +
-    training + export only when it is missing."""
-    from seqrec.config import build, load_recipe
-    from seqrec.model_repository.export import ExportConfig, export_repository
-    from seqrec.preprocessing.pipeline import ETLConfig, run_etl
-    from seqrec.training.trainer import TrainConfig, train
-
-    recipe = load_recipe(config)
-    export = build(ExportConfig, recipe.get("export"))
-    if compile_scorer:
-        export.repository, export.compile_scorer = export.repository + "-compiled", True
-    if (Path(export.repository) / "seqrec" / "config.pbtxt").is_file():
-        return Path(export.repository)
-    etl_cfg = build(ETLConfig, recipe.get("etl"))
-    if not (Path(etl_cfg.output_dir) / "test.parquet").is_file():
-        run_etl(etl_cfg)
-    train_cfg = build(TrainConfig, recipe.get("train"), epochs=epochs)
-    if not (Path(train_cfg.output_dir) / "model.pt").is_file():
-        train(train_cfg)
-    return export_repository(export)
-
-
-def workload(data_dir: Path, n: int, bad_share: float, seed: int = 0):
-    """n requests: real held-out histories (original ids), a share of them replaced by bad ones."""
-    from seqrec.preprocessing.workflow import ITEM_LIST, item_vocabulary, load_workflow
-
-    vocab = item_vocabulary(load_workflow(data_dir / "workflow"))
-    rows = pd.read_parquet(data_dir / "test.parquet")[ITEM_LIST]
-    sessions = [vocab[r[:-1]].tolist() for r in rows]
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, len(sessions), size=n)
-    bad = rng.random(n) < bad_share
-    bad_sessions = {"empty session": [], "only unknown ids": [999_999_999, 888_888_888],
-                    "negative ids only": [-1, -2, -3]}
-    kinds = rng.integers(0, len(BAD_KINDS), size=n)
-    return [(int(p), bad_sessions[BAD_KINDS[k]] if b else sessions[p], bool(b))
-            for p, b, k in zip(picks, bad, kinds)]
-
-
 def sequential(url: str, requests, model: str = "seqrec") -> dict:
     """Concurrency 1 with the blocking client: per-request latency of good requests."""
     latencies, answers, failed_good, bad_ok = [], {}, 0, 0
@@ -164,29 +123,22 @@ def sequential(url: str, requests, model: str = "seqrec") -> dict:
                 bad_answered=bad_ok)
 
 
-async def _concurrent(url: str, requests, concurrency: int, answers: dict,
-                      model: str = "seqrec") -> dict:
-    queue = iter(requests)
+def _concurrent(url: str, requests, concurrency: int, answers: dict,
+                model: str = "seqrec") -> dict:
     stats = dict(failed_good=0, mismatched=0, bad_answered=0, latencies=[])
 
-    async def worker(client):
-        for key, items, bad in queue:
-            t0 = time.perf_counter()
-            try:
-                rec = await client.recommend(items)
-            except RecommendationError:
-                stats["failed_good"] += not bad
-                continue
-            stats["latencies"].append((time.perf_counter() - t0) * 1000)
-            if bad:
-                stats["bad_answered"] += 1
-            elif key in answers and rec.item_ids != answers[key]:
-                stats["mismatched"] += 1
+    def record(i, answer, t0, t1):
+        key, _, bad = requests[i]
+        if isinstance(answer, RecommendationError):
+            stats["failed_good"] += not bad
+            return
+        stats["latencies"].append((t1 - t0) * 1000)
+        if bad:
+            stats["bad_answered"] += 1
+        elif key in answers and answer.item_ids != answers[key]:
+            stats["mismatched"] += 1
 
-    async with AsyncRecommenderClient(url, model_name=model, timeout_s=60) as client:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-        stats["seconds"] = time.perf_counter() - t0
+    stats["seconds"] = asyncio.run(drive(url, requests, concurrency, record, model))
     stats["latencies"] = np.array(stats["latencies"])
     return stats
 
@@ -244,10 +196,6 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
     return out
 
 
-def percentiles(ms: np.ndarray) -> dict:
-    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/ml-100k.yaml"))
@@ -282,7 +230,7 @@ def main() -> None:
                                                                        + 1e-9), 1),
                          **percentiles(seq["latencies"])))
         for c in (int(x) for x in args.concurrency.split(",")):
-            st = asyncio.run(_concurrent(url, reqs, c, seq["answers"], model))
+            st = _concurrent(url, reqs, c, seq["answers"], model)
             rows.append(dict(model=model, concurrency=c, requests=len(reqs), bad=n_bad,
                              failed_good=st["failed_good"], mismatched=st["mismatched"],
                              bad_answered=st["bad_answered"],

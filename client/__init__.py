@@ -1,4 +1,4 @@
-"""Client for the served recommender: numpy + tritonclient only (no torch/NVTabular)."""
+"""Client for the served recommender: numpy + tritonclient + tenacity only (no torch/NVTabular)."""
 from .connection import TLS, RetryPolicy
 from .control import ModelControl, ModelControlError
 from .grpc_client import (AsyncRecommenderClient, Recommendation, RecommendationError,

@@ -6,20 +6,23 @@ Two layers of retry, both bounded by one deadline per call:
   re-sends calls that fail UNAVAILABLE (connection dropped mid-call).
 - a backend that died behind a live server (Triton answers INTERNAL "Stub process ... is not
   healthy" until the model is reloaded or the server restarted): `Retrying` re-sends with
-  exponential backoff. gRPC cannot tell this INTERNAL from a model bug, so it is matched here.
-numpy-free, tritonclient + stdlib only.
+  exponential backoff. A gRPC retryPolicy acts on status codes alone and INTERNAL is also what a
+  model's own bug returns, so this class is told apart by its message, with tenacity's retry
+  loop (one configuration, run by tenacity.Retrying or tenacity.AsyncRetrying).
+numpy-free: tritonclient, tenacity and the standard library.
 """
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import time
 from dataclasses import dataclass
 
+import tenacity
 from tritonclient.utils import InferenceServerException
 
-__all__ = ["RetryPolicy", "TLS", "Retrying", "NO_RETRY", "channel_args", "retryable"]
+__all__ = ["RetryPolicy", "TLS", "Retrying", "NO_RETRY", "channel_args", "retryable",
+           "transport_fault"]
 
 _MAX_MESSAGE = 2**31 - 1  # tritonclient's default limits, kept when we pass our own options
 # Messages of server-side faults that a retry after recovery answers correctly.
@@ -113,6 +116,12 @@ def channel_args(policy: RetryPolicy) -> list[tuple]:
     ]
 
 
+def transport_fault(e: BaseException) -> bool:
+    """The server could not be reached (a restart, a dropped connection): nothing ran."""
+    return (isinstance(e, InferenceServerException) and "UNAVAILABLE" in str(e.status() or "")
+            and _RESTRICTED not in str(e.message() or "").lower())
+
+
 def retryable(e: InferenceServerException) -> bool:
     """A fault of the server side that a later attempt may not meet (a dead backend being
     recovered, a server restarting); never a rejected request or a model's own error."""
@@ -124,39 +133,32 @@ def retryable(e: InferenceServerException) -> bool:
 
 class Retrying:
     """Runs one call under a RetryPolicy. `fn(timeout_s)` makes one attempt with what is left
-    of the deadline; the retry decision is `_next_delay`, shared by the sync and async paths."""
+    of the deadline. `retry_if`: which failures to retry (default `retryable`; model control
+    passes `transport_fault`: a load that failed inside a backend is reported, not repeated)."""
 
-    def __init__(self, policy: RetryPolicy):
+    def __init__(self, policy: RetryPolicy, retry_if=None):
         self.policy = policy
+        self._retry_if = retry_if or (lambda e: isinstance(e, InferenceServerException)
+                                      and retryable(e))
 
-    def _next_delay(self, e: InferenceServerException, retry: int, deadline: float) -> float | None:
-        if retry + 1 >= self.policy.max_attempts or not retryable(e):
-            return None
-        delay = self.policy.backoff(retry)
-        return delay if time.monotonic() + delay < deadline else None
+    def _controller(self, kind):
+        p = self.policy
+        return kind(stop=tenacity.stop_after_attempt(p.max_attempts)
+                    | tenacity.stop_before_delay(p.deadline_s),  # no sleep past the deadline
+                    wait=tenacity.wait_exponential(multiplier=p.initial_backoff_s,
+                                                   exp_base=p.multiplier, max=p.max_backoff_s),
+                    retry=tenacity.retry_if_exception(self._retry_if), reraise=True)
+
+    def _attempt(self, fn):
+        deadline = time.monotonic() + self.policy.deadline_s
+        return lambda: fn(max(deadline - time.monotonic(), 0.001))
 
     def call(self, fn):
-        deadline = time.monotonic() + self.policy.deadline_s
-        retry = 0
-        while True:
-            try:
-                return fn(max(deadline - time.monotonic(), 0.001))
-            except InferenceServerException as e:
-                delay = self._next_delay(e, retry, deadline)
-                if delay is None:
-                    raise
-            time.sleep(delay)
-            retry += 1
+        return self._controller(tenacity.Retrying)(self._attempt(fn))
 
     async def acall(self, fn):
-        deadline = time.monotonic() + self.policy.deadline_s
-        retry = 0
-        while True:
-            try:
-                return await fn(max(deadline - time.monotonic(), 0.001))
-            except InferenceServerException as e:
-                delay = self._next_delay(e, retry, deadline)
-                if delay is None:
-                    raise
-            await asyncio.sleep(delay)
-            retry += 1
+        attempt = self._attempt(fn)
+
+        async def one():  # a coroutine function: what tenacity awaits between its sleeps
+            return await attempt()
+        return await self._controller(tenacity.AsyncRetrying)(one)

@@ -13,13 +13,22 @@ under an exclusive lock on the repository:
   4. the ensemble's config, whose steps name version N of every member, is replaced: the one
      switch from the old export to the new; then its (empty) version folder N is moved in.
 A model new to the repository is moved in whole (config and version), members before the
-ensemble. Every step is one rename. Keeping the previous member versions loaded is what lets a
-failed reload of the new export leave the previous one serving whole: the ensemble's new config
-fails to load, its old one and the member versions it names stay.
+ensemble. Every step is one rename. Keeping the previous member versions loaded is what lets the
+old ensemble answer while the new one loads (`seqrec model load` loads the members first and
+the ensemble only when every member's new version is ready).
+
+The previous version kept is the newest export, at most the one the ensemble names, whose
+member folders all still match the manifests written when they were published (MANIFEST: size
+and sha256 of every file). A member version damaged after publishing never loads, and Triton
+loads a model's versions all or nothing: kept in the policy, it would stop every later export
+from loading. The members are kept as a unit: the ensemble still serving is then the older one,
+and dropping any of its members' versions would unload it.
 """
 from __future__ import annotations
 
 import fcntl
+import hashlib
+import json
 import os
 import shutil
 from contextlib import contextmanager
@@ -30,9 +39,11 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from seqrec.preprocessing.staging import step
 
-__all__ = ["publish_export", "versions", "served_versions", "read_config", "CONFIG"]
+__all__ = ["publish_export", "versions", "served_versions", "read_config", "CONFIG", "MANIFEST",
+           "write_manifest", "intact"]
 
 CONFIG = "config.pbtxt"
+MANIFEST = "manifest.json"  # in each member version folder: {relative path: [bytes, sha256]}
 LEGACY_STAGING = ".export-v"  # staging folders older exports left inside the repository root
 
 
@@ -55,6 +66,64 @@ def _write_config(model_dir: Path, config: mc.ModelConfig) -> None:
     tmp.write_text(text_format.MessageToString(config))
     os.replace(tmp, model_dir / CONFIG)
     step()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                  and "__pycache__" not in p.parts)
+
+
+def write_manifest(folder: Path) -> None:
+    """Record size and sha256 of every file of a version folder (before it is published)."""
+    entries = {str(p.relative_to(folder)): [p.stat().st_size, _digest(p)] for p in _files(folder)}
+    (folder / MANIFEST).write_text(json.dumps(entries, indent=0, sort_keys=True))
+
+
+def intact(folder: Path) -> bool:
+    """The version folder's files are those its manifest lists, unchanged (sizes first: cheap).
+    A folder without a manifest (exported before manifests) counts as intact."""
+    path = folder / MANIFEST
+    if not path.is_file():
+        return folder.is_dir()
+    try:
+        entries = json.loads(path.read_text())
+    except ValueError:
+        return False
+    files = {str(p.relative_to(folder)): p for p in _files(folder)}
+    if set(files) != set(entries):
+        return False
+    if any(files[n].stat().st_size != size for n, (size, _) in entries.items()):
+        return False
+    return all(_digest(files[n]) == digest for n, (_, digest) in entries.items())
+
+
+def _previous(repository: Path, members, current: dict[str, int]) -> dict[str, int]:
+    """{member: version to keep loaded beside the new one}. The members of one export share its
+    version number and are one unit: keep the newest version, at most the one the current
+    ensemble names, whose folders are intact for every member, so the ensemble that serves
+    (which may be older than the one on disk, when loading that one failed) keeps all of its
+    members. An older layout naming different versions per member: each member on its own."""
+    named = set(current.values())
+    if len(named) == 1 and set(current) == set(members):
+        for v in sorted({v for m in members for v in versions(repository / m)}, reverse=True):
+            if v <= min(named) and all(intact(repository / m / str(v)) for m in members):
+                return {m: v for m in members}
+        return {}
+    out = {}
+    for m, n in current.items():
+        v = next((v for v in reversed(versions(repository / m)) if v <= n
+                  and intact(repository / m / str(v))), None)
+        if v is not None:
+            out[m] = v
+    return out
 
 
 @contextmanager
@@ -139,8 +208,10 @@ def publish_export(repository: str | Path, staging: Path, configs: dict[str, str
         _pin_older_layout(repository, ensemble, members, current)
 
         new = {m: text_format.Parse(configs[m], mc.ModelConfig()) for m in names}
+        previous = _previous(repository, members, current)
         for m in members:
-            keep = sorted({current.get(m, version), version})
+            write_manifest(staging / m)
+            keep = sorted({version, previous.get(m, version)})
             new[m].version_policy.specific.versions[:] = keep
         for s in new[ensemble].ensemble_scheduling.step:
             if s.model_name in members:

@@ -7,7 +7,8 @@ import time
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from seqrec.client.connection import TLS, RetryPolicy, Retrying, channel_args, retryable
+from seqrec.client.connection import (TLS, RetryPolicy, Retrying, channel_args, retryable,
+                                     transport_fault)
 from seqrec.client.control import KEY_ENV, ModelControlError, read_key
 
 
@@ -83,18 +84,72 @@ def test_retrying_gives_up_at_the_deadline_and_never_retries_a_model_error():
     assert len(n) == 1
 
 
-def test_async_retrying_shares_the_policy():
+def test_async_retrying_backs_off_and_stops_like_the_blocking_one():
     import asyncio
 
-    n = []
+    policy = RetryPolicy(deadline_s=5, initial_backoff_s=0.05, multiplier=2, max_backoff_s=1)
+    calls = []
 
     async def fn(timeout):
-        n.append(1)
-        if len(n) < 3:
-            raise err("StatusCode.UNAVAILABLE", "connection reset")
+        calls.append(time.monotonic())
+        if len(calls) < 4:
+            raise err("StatusCode.INTERNAL", "Stub process 'm_0_0' is not healthy.")
         return 7
 
-    assert asyncio.run(Retrying(RetryPolicy(initial_backoff_s=0.01)).acall(fn)) == 7 and len(n) == 3
+    assert asyncio.run(Retrying(policy).acall(fn)) == 7 and len(calls) == 4
+    gaps = [b - a for a, b in zip(calls, calls[1:])]
+    assert gaps[0] >= 0.05 and gaps[1] >= 0.1 and gaps[2] >= 0.2
+
+    async def bug(timeout):
+        calls.append(1)
+        raise err("StatusCode.INTERNAL", "RuntimeError: model bug")
+
+    calls.clear()
+    with pytest.raises(InferenceServerException, match="model bug"):
+        asyncio.run(Retrying(policy).acall(bug))
+    assert len(calls) == 1
+
+    async def down(timeout):
+        calls.append(1)
+        raise err("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
+
+    calls.clear()
+    t0 = time.monotonic()
+    with pytest.raises(InferenceServerException, match="failed to connect"):
+        asyncio.run(Retrying(RetryPolicy(deadline_s=0.5, initial_backoff_s=0.1,
+                                         max_backoff_s=0.1)).acall(down))
+    assert time.monotonic() - t0 < 0.7 and 3 <= len(calls) <= 6
+
+
+def test_max_attempts_bounds_the_retries():
+    n = []
+
+    def down(timeout):
+        n.append(1)
+        raise err("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
+
+    with pytest.raises(InferenceServerException):
+        Retrying(RetryPolicy(initial_backoff_s=0.01, max_backoff_s=0.01, max_attempts=3)).call(down)
+    assert len(n) == 3
+
+
+def test_model_control_retries_only_an_unreachable_server():
+    """A load that failed inside a backend (its stub exited) is an answer: never repeated."""
+    n = []
+
+    def load(timeout):
+        n.append(1)
+        if len(n) == 1:
+            raise err("StatusCode.UNAVAILABLE", "failed to connect to all addresses")
+        raise err("StatusCode.INTERNAL", "failed to load 'm': Failed to initialize stub, stub "
+                                         "process exited unexpectedly: m_0_0")
+
+    r = Retrying(RetryPolicy(deadline_s=10, initial_backoff_s=0.01), retry_if=transport_fault)
+    t0 = time.monotonic()
+    with pytest.raises(InferenceServerException, match="stub process exited"):
+        r.call(load)
+    assert len(n) == 2 and time.monotonic() - t0 < 1
+    assert not transport_fault(err("StatusCode.UNAVAILABLE", "This protocol is restricted"))
 
 
 def test_channel_args_carry_the_grpc_retry_config():
