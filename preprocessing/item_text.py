@@ -92,6 +92,9 @@ def item_texts(items: pd.DataFrame, attributes: dict[str, str], vocabulary: np.n
     vocabulary without a row in the table are absent), sorted by encoded id."""
     from .workflow import transform_frame
 
+    missing = [c for c in [ITEM_COL, *attributes.values()] if c not in items.columns]
+    if missing:
+        raise ValueError(f"item table has no column(s) {missing}; it has {list(items.columns)}")
     workflow = item_text_workflow(attributes, vocabulary)
     workflow.fit(_dataset(items[list(dict.fromkeys([ITEM_COL, *attributes.values()]))]))
     out = transform_frame(workflow, items)
