@@ -190,6 +190,22 @@ def test_model_shapes_and_padding_does_not_change_a_representation():
     assert not torch.allclose(model.embeddings(moved), model.embeddings(batch))
 
 
+def test_mean_pooling_averages_the_real_tokens_only():
+    torch.manual_seed(0)
+    tokens = tiny_tokens([0, 0, 0, 3, 2, 5, 1])
+    tokens = it.ItemTokens(tokens.ids % 35 + 5, tokens.types, tokens.offsets)
+    model = Recformer(tiny_cfg(pooling="mean")).eval()
+    batch = to_tensors(pack(tokens, np.array([4, 3, 5, 6, 3]), np.array([0, 1, 5]), 16, 4, 4), "cpu")
+    alone = to_tensors(pack(tokens, np.array([4]), np.array([0, 1]), 16, 4, 4), "cpu")
+    with torch.no_grad():
+        hidden = model.hidden(batch)
+        pooled = model.represent(batch)
+        one = model.represent(alone)
+    n = int(batch["attention_mask"][1].sum())
+    torch.testing.assert_close(pooled[1], hidden[1, 1:n].mean(0))  # [CLS] and padding left out
+    torch.testing.assert_close(pooled[0], one[0], atol=1e-5, rtol=1e-5)
+
+
 def test_model_refuses_a_batch_not_padded_to_the_window():
     model = Recformer(tiny_cfg())
     batch = {k: torch.ones(1, 6, dtype=torch.int64) for k in

@@ -15,6 +15,7 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +39,10 @@ class RecformerModelConfig:
     max_items: int = 50  # items of a history read at most (the most recent ones)
     dropout: float = 0.1
     temperature: float = 0.05  # score = cosine / temperature (pretraining and fine-tuning)
+    # the representation: the [CLS] state (the paper), or the mean of the other real tokens'
+    # states (trained from scratch on a small budget, [CLS] starts out nearly the same for every
+    # input: its own embedding dominates its state until attention has learnt to gather)
+    pooling: Literal["cls", "mean"] = "cls"
     # a local folder: a Recformer checkpoint (recformer.json + model.pt, e.g. from pretraining), or
     # a Hugging Face Longformer folder (save_pretrained) whose layers load; nothing is downloaded
     pretrained: str | None = None
@@ -128,8 +133,16 @@ class Recformer(nn.Module):
         return out.last_hidden_state
 
     def represent(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """[B, d]: the [CLS] state (a sequence's representation, or an item's when encoded alone)."""
-        return self.hidden(batch)[:, 0]
+        """[B, d]: a sequence's representation, or an item's when encoded alone (see pool)."""
+        return self.pool(self.hidden(batch), batch["attention_mask"])
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """[B, L, d] states -> [B, d]: the [CLS] state, or the mean over the real non-[CLS] tokens."""
+        if self.cfg.pooling == "cls":
+            return hidden[:, 0]
+        weights = mask.to(hidden.dtype).clone()
+        weights[:, 0] = 0
+        return (hidden * weights[..., None]).sum(1) / weights.sum(1, keepdim=True).clamp(min=1)
 
     def scores(self, sequences: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """[B, d] x [N, d] -> [B, N] cosine similarity / temperature."""

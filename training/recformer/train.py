@@ -263,7 +263,7 @@ def pretrain_epoch(model: Recformer, data: RecformerData, examples, cfg: Pretrai
         seq, labels = mask_tokens(to_tensors(seq_np, device), model.cfg.vocab_size, generator, cfg.mlm_prob)
         hidden = model.hidden(seq)
         items = model.represent(to_tensors(item_np, device))
-        iic = contrastive_loss(model.scores(hidden[:, 0], items), torch.from_numpy(nxt).to(device))
+        iic = contrastive_loss(model.scores(model.pool(hidden, seq["attention_mask"]), items), torch.from_numpy(nxt).to(device))
         mlm = mlm_loss(model.mlm_head(hidden), labels)
         loss = iic + cfg.mlm_weight * mlm
         optimizer.zero_grad(set_to_none=True)
