@@ -58,7 +58,7 @@ def split_metrics(ranks, rows, held_out):
     return metrics(ranks, rows, held_out)
 
 
-def id_model(data_dir: str, work: Path, held_out: np.ndarray, rows: dict, seed: int) -> tuple[dict, dict]:
+def id_model(data_dir: str, work: Path, held_out: np.ndarray, rows: dict, seed: int, epochs: int) -> tuple[dict, dict]:
     """GPT-2 CLM trained by seqrec's trainer on the warm-only split; strict ranks on test."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -86,7 +86,7 @@ def id_model(data_dir: str, work: Path, held_out: np.ndarray, rows: dict, seed: 
     write("valid", rows["valid"].take(warm_valid))
     write("test", rows["test"])
     base = section(load_recipe(ROOT / "configs" / "ml-100k.yaml"), "train")
-    cfg = section({"train": {"data_dir": str(split_dir), "output_dir": str(work / "id-model"), "epochs": base.epochs,
+    cfg = section({"train": {"data_dir": str(split_dir), "output_dir": str(work / "id-model"), "epochs": epochs,
                              "batch_size": base.batch_size, "lr": base.lr, "patience": base.patience, "seed": seed,
                              "model": {k: getattr(base.model, k) for k in
                                        ("backbone", "task", "d_model", "n_layers", "n_heads", "dropout")}}},
@@ -104,7 +104,8 @@ def id_model(data_dir: str, work: Path, held_out: np.ndarray, rows: dict, seed: 
             ranks[i:i + 256] = strict_ranks(block_seen(scores, part), targets[i:i + 256])
     info = {"epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
             "valid_ndcg@10": result.valid["ndcg@10"], "seconds": time.perf_counter() - started,
-            "model": f"{cfg.model.backbone} {cfg.model.task} {cfg.model.n_layers}x{cfg.model.d_model}"}
+            "model": f"{cfg.model.backbone} {cfg.model.task} {cfg.model.n_layers}x{cfg.model.d_model}",
+            "epochs": epochs}
     return split_metrics(ranks, rows["test"], held_out), info
 
 
@@ -201,6 +202,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default=str(Path(tempfile.gettempdir()) / "seqrec-bench-recformer"))
     parser.add_argument("--recipe", default=str(RECIPE))
+    parser.add_argument("--id-epochs", type=int, default=10, help="the ID model's epochs (early stopping inside)")
     args = parser.parse_args(argv)
     import torch
 
@@ -220,7 +222,7 @@ def main(argv=None) -> int:
     rf = runs[chosen]
     held_out = np.load(work / f"recformer-{chosen}" / "held_out.npy")
     rows = read_rows(data_dir)
-    id_metrics, id_info = id_model(data_dir, work, held_out, rows, cfg.seed)
+    id_metrics, id_info = id_model(data_dir, work, held_out, rows, cfg.seed, args.id_epochs)
     content, content_info = content_baseline(data_dir, rows, held_out, cfg.items)
     results = []
     for pooling, run in runs.items():
