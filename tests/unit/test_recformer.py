@@ -321,3 +321,62 @@ def test_recipe_section_is_strict(tmp_path):
     # a recipe without the section leaves `seqrec train` to the ID model
     path.write_text("workdir: w\netl: {}\n")
     assert load_recipe(path)["recformer"] == {}
+
+
+def synthetic_data(n_items=23, seed=0):
+    """Items with 1-4 tokens, sequences over them, the last 4 items held out."""
+    from seqrec.training.recformer.train import RecformerData
+
+    rng = np.random.default_rng(seed)
+    lengths = np.zeros(n_items, dtype=np.int64)
+    lengths[FIRST_ITEM_ID:] = rng.integers(1, 5, n_items - FIRST_ITEM_ID)
+    tokens = tiny_tokens(lengths)
+    tokens = it.ItemTokens(tokens.ids % 35 + 5, tokens.types, tokens.offsets)
+    held = np.zeros(n_items, dtype=bool)
+    held[-4:] = True
+
+    def rows(n, warm_only):
+        pool = np.flatnonzero(~held)[FIRST_ITEM_ID:] if warm_only else np.arange(FIRST_ITEM_ID, n_items)
+        lens = rng.integers(3, 7, n)
+        return Ragged(rng.choice(pool, lens.sum()), np.concatenate([[0], np.cumsum(lens)]))
+
+    return RecformerData(n_items, held, tokens, rows(30, True), rows(12, True), rows(12, False), None)
+
+
+@pytest.mark.parametrize("variant", ["fix", "original", "variable", "training-only", "fine-tuning-only"])
+def test_finetune_variants_run_their_stages(variant):
+    from seqrec.training.recformer.train import (VARIANTS, RecformerConfig, encode_items, finetune, new_speeds)
+
+    torch.manual_seed(0)
+    data = synthetic_data()
+    cfg = RecformerConfig(model=tiny_cfg(), eval_batch_size=8, encode_batch_size=8,
+                          finetune={"variant": variant, "stage1_epochs": 2, "stage2_epochs": 2,
+                                    "steps_per_epoch": 2, "batch_size": 8, "patience": 5})
+    model = Recformer(cfg.model)
+    examples = prefix_examples(data.train.values, data.train.offsets)
+    start = encode_items(model, data.tokens, 8)
+    log: list = []
+    model, matrix, valid = finetune(model, data, examples, cfg, start, -1.0, new_speeds(), log,
+                                    say=lambda *a: None)
+    stage1, stage2 = VARIANTS[variant]
+    assert [e["stage"] for e in log] == [1] * 2 * (stage1 is not None) + [2] * 2 * (stage2 is not None)
+    assert matrix.shape == (data.num_items, 16) and valid == max(e["valid_ndcg@10"] for e in log)
+    re_encoded = [e["encode_seconds"] > 0 for e in log]
+    assert re_encoded == [e["stage"] == 1 for e in log]  # stage 1 re-encodes each epoch, stage 2 never
+
+
+@pytest.mark.parametrize("items_mode", ["fixed", "trainable"])
+def test_stage_two_keeps_a_fixed_item_matrix_and_trains_a_trainable_one(items_mode):
+    from seqrec.training.recformer.train import RecformerConfig, encode_items, new_speeds, run_stage
+
+    torch.manual_seed(0)
+    data = synthetic_data(seed=1)
+    cfg = RecformerConfig(model=tiny_cfg(), eval_batch_size=8, encode_batch_size=8,
+                          finetune={"stage2_epochs": 1, "steps_per_epoch": 3, "batch_size": 8})
+    model = Recformer(cfg.model)
+    start = encode_items(model, data.tokens, 8)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    examples = prefix_examples(data.train.values, data.train.offsets)
+    model, matrix, _ = run_stage(model, data, examples, cfg, 2, items_mode, start, new_speeds(), [])
+    assert torch.equal(matrix, start) == (items_mode == "fixed")
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())  # the encoder trained

@@ -352,6 +352,29 @@ def run_stage(model: Recformer, data: RecformerData, examples, cfg: RecformerCon
     return model, best[1], best[2]
 
 
+def finetune(model: Recformer, data: RecformerData, examples, cfg: RecformerConfig, matrix: torch.Tensor,
+             valid: float, speeds: dict, log: list, say=print) -> tuple[Recformer, torch.Tensor, float]:
+    """The variant's stages from the pretrained `model` (its item matrix `matrix`, its valid
+    NDCG@10 `valid`); (the chosen model, its item matrix, its valid NDCG@10)."""
+    stage1_items, stage2_items = VARIANTS[cfg.finetune.variant]
+    if stage1_items is not None and cfg.finetune.stage1_epochs:
+        model, matrix, valid = run_stage(model, data, examples, cfg, 1, stage1_items, None, speeds, log)
+        say(f"stage 1: best valid ndcg@10 {valid:.4f}")
+    if stage2_items is not None and cfg.finetune.stage2_epochs:
+        stage1_state = copy.deepcopy(model.state_dict())
+        model, matrix2, valid2 = run_stage(model, data, examples, cfg, 2, stage2_items, matrix, speeds, log)
+        say(f"stage 2: best valid ndcg@10 {valid2:.4f}")
+        if valid2 > valid:  # stage 2 replaces what came before only when it validates better
+            matrix, valid = matrix2, valid2
+        else:
+            model.load_state_dict(stage1_state)
+    return model, matrix, valid
+
+
+def new_speeds() -> dict[str, Speed]:
+    return {"pretrain": Speed(), "finetune": Speed(), "encode": Speed()}
+
+
 def train_recformer(cfg: RecformerConfig, progress: bool = True) -> dict:
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
@@ -364,7 +387,7 @@ def train_recformer(cfg: RecformerConfig, progress: bool = True) -> dict:
     examples = prefix_examples(data.train.values, data.train.offsets)
     if not len(examples[0]):
         raise ValueError("no training examples: every training sequence lost its items to the held-out share")
-    speeds = {"pretrain": Speed(), "finetune": Speed(), "encode": Speed()}
+    speeds = new_speeds()
     log: list[dict] = []
     say = print if progress else (lambda *a, **k: None)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -382,20 +405,7 @@ def train_recformer(cfg: RecformerConfig, progress: bool = True) -> dict:
                               data.test, data.held_out)
     zero_shot_valid = _ndcg(model, data, matrix, cfg)
     say(f"zero-shot: valid ndcg@10 {zero_shot_valid:.4f}, test cold ndcg@10 {zero_shot['cold']['ndcg@10']:.4f}")
-    stage1_items, stage2_items = VARIANTS[cfg.finetune.variant]
-    best_valid = zero_shot_valid
-    if stage1_items is not None and cfg.finetune.stage1_epochs:
-        model, matrix, best_valid = run_stage(model, data, examples, cfg, 1, stage1_items, None, speeds, log)
-        say(f"stage 1: best valid ndcg@10 {best_valid:.4f}")
-    if stage2_items is not None and cfg.finetune.stage2_epochs:
-        stage1_state, stage1_matrix, stage1_valid = copy.deepcopy(model.state_dict()), matrix, best_valid
-        model, matrix2, valid2 = run_stage(model, data, examples, cfg, 2, stage2_items, matrix, speeds, log)
-        if valid2 > stage1_valid:  # stage 2 only replaces stage 1's state when it validates better
-            matrix, best_valid = matrix2, valid2
-        else:
-            model.load_state_dict(stage1_state)
-            matrix = stage1_matrix
-        say(f"stage 2: best valid ndcg@10 {valid2:.4f}")
+    model, matrix, best_valid = finetune(model, data, examples, cfg, matrix, zero_shot_valid, speeds, log, say)
     test = split_metrics(evaluate_rows(model, data.tokens, data.test, matrix, cfg.eval_batch_size,
                                             cfg.eval_exclude_seen),
                          data.test, data.held_out)
