@@ -185,10 +185,10 @@ def plot(results: list[dict], path: Path) -> None:
 
     names = [r["model"] for r in results]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(8, 3.6))
+    fig, ax = plt.subplots(figsize=(10, 4.2))
     for offset, part in ((-0.2, "warm"), (0.2, "cold")):
         ax.bar(x + offset, [r[part]["ndcg@10"] for r in results], width=0.4, label=f"{part} targets")
-    ax.set_xticks(x, names, rotation=12)
+    ax.set_xticks(x, names, rotation=20, ha="right")
     ax.set_ylabel("test NDCG@10 (full catalogue)")
     ax.set_title("MovieLens-100k, 20% of items held out of all training")
     ax.legend()
