@@ -236,11 +236,30 @@ def scaling(d: dict) -> str:
             + "\nFitted AUC = a - b * x^-c (x = dense parameters) to the mean test AUC per size.\n")
 
 
+def recformer(d: dict) -> str:
+    """bench/recformer.py: warm / cold / all test metrics per model, then the speed figures."""
+    rows = []
+    for r in d["results"]:
+        rows.append([r["model"]] + [f"{r[part][m]:.4f}" for part in ("warm", "cold", "all")
+                                    for m in ("ndcg@10", "recall@10", "mrr")])
+    header = ["model"] + [f"{part} {m}" for part in ("warm", "cold", "all") for m in ("NDCG@10", "R@10", "MRR")]
+    p, s, b = d["protocol"], d["speed"], d["budget"]
+    share = s["reencode_share"]
+    return _table(header, rows) + (
+        f"\n{p['test_rows']:,} test rows ({d['results'][0]['cold']['rows']:,} with a cold target), "
+        f"{p['held_out_items']:,} of {p['num_items'] - 3:,} items held out; {p['ranking']}.\n"
+        f"Speed on this run ({b['torch_threads']} torch threads): pretraining "
+        f"{s['pretrain_tokens_per_s']:,.0f} tokens/s, fine-tuning {s['finetune_tokens_per_s']:,.0f} tokens/s, "
+        f"item encoding {s['encode_items_per_s']:,.0f} items/s; re-encoding the catalogue took "
+        f"{'-' if share is None else f'{100 * share:.0f}%'} of a stage-1 epoch. Recformer run: "
+        f"{b['recformer_seconds']:,.0f} s, ID model: {b['id_model_seconds']:,.0f} s.\n")
+
+
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling, "soak": soak}
+           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer}
 
 
 def generic(d: dict) -> str:

@@ -40,6 +40,10 @@ def cmd_preprocess(args) -> None:
 
 
 def cmd_train(args) -> None:
+    from .config import load_recipe
+
+    if load_recipe(args.config).get("recformer"):
+        return cmd_train_recformer(args)
     from seqrec.training.trainer import train
 
     from .report import metrics_table
@@ -50,6 +54,19 @@ def cmd_train(args) -> None:
         return  # rank 0 reports
     print(metrics_table(result))
     print(f"checkpoint: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run})")
+
+
+def cmd_train_recformer(args) -> None:
+    """A recipe with a `recformer` section trains the text model (see docs/recformer.md)."""
+    from seqrec.training.recformer.train import train_recformer
+
+    cfg = _config(args, "recformer", data_dir=args.data_dir, output_dir=args.output_dir)
+    result = train_recformer(cfg)
+    print(f"{'test':8s}{'rows':>7s}{'ndcg@10':>9s}{'recall@10':>10s}{'mrr':>8s}   (zero-shot ndcg@10)")
+    for part in ("all", "warm", "cold"):
+        m, z = result["test"][part], result["zero_shot"][part]
+        print(f"{part:8s}{m['rows']:7d}{m['ndcg@10']:9.4f}{m['recall@10']:10.4f}{m['mrr']:8.4f}   ({z['ndcg@10']:.4f})")
+    print(f"model: {cfg.output_dir} (valid ndcg@10 {result['valid_ndcg@10']:.4f}, {result['seconds']:.0f} s)")
 
 
 def cmd_incremental(args) -> None:

@@ -36,7 +36,11 @@ SECTIONS = {
     "incremental": ("seqrec.training.incremental", "IncrementalConfig"),
     "rank": ("seqrec.training.ranker.trainer", "RankConfig"),
     "export": ("seqrec.model_repository.export", "ExportConfig"),
+    "recformer": ("seqrec.training.recformer.train", "RecformerConfig"),
 }
+# Sections a recipe only has when it asks for them: `recformer` makes `seqrec train` train the
+# text model instead of the `train` section's.
+OPTIONAL_SECTIONS = ("recformer",)
 # A path a recipe leaves out defaults to the path it is read from (another section's), or to
 # <workdir>/<name>: each stage reads what the one before it wrote.
 DEFAULT_PATHS = {
@@ -51,6 +55,8 @@ DEFAULT_PATHS = {
     ("export", "data_dir"): ("train", "data_dir"),
     ("export", "model_dir"): ("train", "output_dir"),
     ("export", "repository"): "model_repository",
+    ("recformer", "data_dir"): ("etl", "output_dir"),
+    ("recformer", "output_dir"): "recformer",
 }
 
 
@@ -231,6 +237,8 @@ def resolve_paths(recipe: Mapping) -> dict:
         return None if workdir is None else str(Path(workdir) / source)
 
     for section, key in DEFAULT_PATHS:
+        if section in OPTIONAL_SECTIONS and section not in recipe:
+            continue  # a section that chooses what a stage runs stays absent unless written
         value = default(section, key)
         if value is not None:
             out[section][key] = value

@@ -160,6 +160,32 @@ def log_loss(probabilities: np.ndarray, labels: np.ndarray, eps: float = 1e-7) -
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
+def strict_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """0-based rank of each row's target over the full catalogue, ties counted AGAINST it: the
+    number of other items scoring at least as high. scores [B, N] (excluded items -inf)."""
+    scores = np.asarray(scores)
+    target_scores = scores[np.arange(len(targets)), targets]
+    return (scores >= target_scores[:, None]).sum(axis=1) - 1
+
+
+def block_seen(scores: np.ndarray, histories: Rows) -> np.ndarray:
+    """scores [B, N] with every item of row b's history set to -inf (in place; returned)."""
+    histories = as_ragged(histories)
+    scores[row_ids(histories.offsets), histories.values.astype(np.int64)] = -np.inf
+    return scores
+
+
+def rank_metrics(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
+    """NDCG@k, Recall@k and MRR (uncut) from 0-based ranks; NaN for no rows."""
+    ranks = np.asarray(ranks, dtype=float)
+    if not len(ranks):
+        return {f"ndcg@{k}": float("nan"), f"recall@{k}": float("nan"), "mrr": float("nan"), "rows": 0}
+    found = ranks < k
+    return {f"ndcg@{k}": float(np.mean(np.where(found, 1.0 / np.log2(ranks + 2.0), 0.0))),
+            f"recall@{k}": float(np.mean(found)), "mrr": float(np.mean(1.0 / (ranks + 1.0))),
+            "rows": int(len(ranks))}
+
+
 __all__ = ["CUTOFFS", "ranking_metrics", "popularity_counts", "popularity_top",
            "popularity_top_unseen", "evaluate", "evaluate_popularity", "binary_auc", "group_auc",
-           "log_loss"]
+           "log_loss", "block_seen", "strict_ranks", "rank_metrics"]

@@ -195,7 +195,7 @@ def test_cli_exit_status_and_no_traceback_in_a_real_process(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert run.returncode == 2
     assert run.stderr == ("error: unknown section 'exprot' (did you mean 'export'?); "
-                          "valid: workdir, etl, train, incremental, rank, export\n")
+                          "valid: workdir, etl, train, incremental, rank, export, recformer\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.yaml"]  # nothing written
 
 
