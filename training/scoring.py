@@ -58,7 +58,7 @@ class Scorer(nn.Module):
         self.model = model
         self.exclude_seen = bool(exclude_seen)
         self.with_mask = bool(model.task.uses_mask_token)
-        self.keep = model.cfg.max_len - int(self.with_mask)
+        self.keep = model.task.history_window(model.cfg.max_len)  # the one window definition
 
     def scores(self, items: torch.Tensor, side: dict | None = None,
                width: torch.Tensor | None = None) -> torch.Tensor:

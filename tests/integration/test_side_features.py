@@ -16,7 +16,8 @@ from seqrec.preprocessing.pipeline import ETLConfig, read_split, run_etl
 from seqrec.preprocessing.workflow import (FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary,
                                            load_workflow, transform_frame)
 from seqrec.training.checkpoint import load_checkpoint
-from seqrec.training.data import gather_units, pad_right, split_history_target
+from seqrec.training.data import pad_right, split_history_target
+from seqrec.training.loop import training_units
 from seqrec.training.features import pad_features, read_feature_lists, slice_rows, with_cardinalities
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
@@ -88,12 +89,9 @@ def test_task_trains_with_side_features_uses_them_and_does_not_leak(side_real, b
                                                                      combine, embedding):
     real = side_real
     model = tiny(real, backbone, task, combine=combine, continuous_embedding=embedding)
-    matrix = pad_right(real["train"], LEN)
-    features = pad_features(real["side"], real["train_features"], LEN)
-    rows, ends = (torch.from_numpy(a) for a in model.task.training_units((matrix != PAD_ID).sum(1).numpy()))
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:96]
-    batch = gather_units(matrix, rows[pick], ends[pick])
-    side = {c: gather_units(f, rows[pick], ends[pick]) for c, f in features.items()}
+    examples = training_units(model, real["train"], model.cfg.max_len, real["train_features"])
+    pick = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:96]
+    batch, side = examples.batch(pick)
 
     def fixed_loss():
         torch.manual_seed(1)
