@@ -18,7 +18,7 @@ from seqrec.preprocessing.arrays import ITEM_LIST
 
 from .checkpoint import save_checkpoint
 from .data import Ragged, keep_rows, read_columns
-from .evaluation import CUTOFFS, evaluate, evaluate_popularity
+from .evaluation import CUTOFFS, evaluate, evaluate_popularity, flat_metrics
 from .features import feature_columns, side_list_columns
 from .loop import STATE_FILE, Precision, Trainer, check_run_options, data_window, workflow_facts
 from .model import ModelConfig
@@ -122,7 +122,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
         trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
     save_checkpoint(model, out)
-    names = per_window[0]["model"].keys()
+    names = flat_metrics(per_window[0]["model"]).keys()  # the breakdowns stay per window
     report = {
         "config": asdict(cfg),
         "windows": per_window,

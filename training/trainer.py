@@ -61,10 +61,12 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     losses: list[float]
-    valid: dict[str, float]
-    test: dict[str, float]
-    popularity_valid: dict[str, float]
-    popularity_test: dict[str, float]
+    # evaluation reports (training/evaluation.py::summarise): the configured seen policy's
+    # metrics, both policies, and per history-length bucket
+    valid: dict
+    test: dict
+    popularity_valid: dict
+    popularity_test: dict
     seconds: float
     valid_history: list[float] = field(default_factory=list)  # valid NDCG@10 after each epoch
     max_len: int = 0  # the model's window (history items it reads)

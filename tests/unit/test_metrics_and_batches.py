@@ -39,7 +39,7 @@ def test_clm_last_prefixes_are_index_ranges():
 
 
 def test_map_auc_and_unseen_popularity_by_hand():
-    from seqrec.training.evaluation import popularity_top_unseen
+    from seqrec.training.evaluation import popularity_ranks
 
     m = ranking_metrics(np.array([[5, 6, 7], [1, 2, 3]]), np.array([6, 9]), cutoffs=(3,))
     assert m["map@3"] == pytest.approx(0.5 / 2)  # one relevant item: AP = 1 / rank
@@ -47,5 +47,7 @@ def test_map_auc_and_unseen_popularity_by_hand():
     assert binary_auc(np.ones(4), np.array([1, 0, 0, 1])) == pytest.approx(0.5)  # ties
     assert binary_auc(np.array([0.9, 0.8, 0.1]), np.array([1, 1, 0])) == 1.0
     counts = np.array([-np.inf, -np.inf, -np.inf, 5, 9, 1, 7])
-    top = popularity_top_unseen(counts, [np.array([4]), np.array([6, 3])], k=2)
-    assert top.tolist() == [[6, 3], [4, 5]]
+    # order by count: 4 (9), 6 (7), 3 (5), 5 (1)
+    ranks = popularity_ranks(counts, [np.array([4]), np.array([6, 3])], np.array([3, 5]))
+    assert ranks["seen_kept"].tolist() == [2, 3]
+    assert ranks["seen_excluded"].tolist() == [1, 1]
