@@ -23,7 +23,7 @@ from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
 from seqrec.training.trainer import TrainConfig, train
 
-from helpers import MAX_LEN
+from helpers import HISTORY_CAP, MAX_LEN
 
 pytestmark = pytest.mark.slow
 
@@ -38,7 +38,8 @@ LEN = 20
 @pytest.fixture(scope="module")
 def side_etl(tmp_path_factory, ml100k):
     out = tmp_path_factory.mktemp("side_etl") / "data"
-    return run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN, categorical=CATEGORICAL,
+    return run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN, history_cap=HISTORY_CAP,
+                             categorical=CATEGORICAL,
                              continuous=["rating"], time_features=True), interactions=ml100k,
                    progress=False)
 
@@ -225,7 +226,7 @@ def test_side_lookup_equals_the_workflow_on_every_real_user(side_repo, side_etl,
     workflow = load_workflow(Path(side_etl.output_dir) / "workflow")
     users = np.sort(ml100k["user_id"].unique())
     items, raw, frame = raw_requests(ml100k, users)
-    assert max(len(s) for s in items) > MAX_LEN  # truncation after the time features
+    assert max(len(s) for s in items) > HISTORY_CAP  # truncation after the time features
     folder = side_repo / PREPROCESS / "1"
     lengths = np.array([len(s) for s in items])
     offsets = np.concatenate([[0], np.cumsum(lengths)])
