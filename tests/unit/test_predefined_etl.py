@@ -135,3 +135,9 @@ def test_leave_last_out_says_min_len_was_raised(tmp_path, ml100k):
     kept = kept[kept >= 3]
     assert result.dropped_interactions["older than the last history_cap=60"] == int(
         (kept - kept.clip(upper=60)).sum())
+
+
+def test_history_cap_below_the_window_is_refused():
+    with pytest.raises(ValueError, match="history_cap=20 is below max_len=50"):
+        ETLConfig(max_len=50, history_cap=20)
+    assert ETLConfig(max_len=50, history_cap=None).history_cap is None  # whole histories
