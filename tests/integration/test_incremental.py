@@ -188,7 +188,7 @@ def test_a_model_trained_by_incremental_exports_and_serves(tiny_windows, tmp_pat
 
     assert not (tiny_windows / "valid.parquet").exists()
     model_dir = tmp_path / "model"
-    train_incremental(_tiny(tiny_windows, model_dir, epochs_per_window=1), progress=False)
+    train_incremental(_tiny(tiny_windows, model_dir), progress=False)
     repo = tmp_path / "repo"
     recipe = tmp_path / "export.yaml"
     recipe.write_text(f"export:\n  data_dir: {tiny_windows}\n  model_dir: {model_dir}\n"
