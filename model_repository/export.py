@@ -100,18 +100,21 @@ def workflow_max_len(workflow) -> int | None:
 
 
 def _sequence_files(data_dir: Path) -> list[Path]:
-    """The data's sequence files, validation first: a leave-last-out or predefined split's
-    `<split>.parquet`, or a time-window split's `<window>/<split>.parquet`."""
-    splits = ("valid", "test", "train")
-    files = [data_dir / f"{s}.parquet" for s in splits]
-    files += [f for s in splits for f in sorted(data_dir.glob(f"*/{s}.parquet"))]
-    return [f for f in files if f.is_file()]
+    """The data's validation sequences: a leave-last-out or predefined split's `valid.parquet`,
+    or every window's `<window>/valid.parquet` of a time-window split; test, then train, where
+    there is no validation split at all."""
+    for split in ("valid", "test", "train"):
+        files = [f for f in [data_dir / f"{split}.parquet", *sorted(data_dir.glob(f"*/{split}.parquet"))]
+                 if f.is_file()]
+        if files:
+            return files
+    return []
 
 
 def _check_histories(data_dir: Path, side=None, n: int = 256):
-    """Real encoded histories (rows of >= 2 items without their target, validation rows first)
-    to check the scorer on, with their side features (those of the history, not the target's)
-    for such a model. Any split layout the ETL writes has them."""
+    """Real encoded histories (validation rows of >= 2 items without their target) to check the
+    scorer on, with their side features (those of the history, not the target's) for such a
+    model. Any split layout the ETL writes has them."""
     columns = [ITEM_LIST, *(list_column(c) for c in ([] if side is None else side.columns))]
     files = _sequence_files(data_dir)
     if not files:
@@ -125,9 +128,7 @@ def _check_histories(data_dir: Path, side=None, n: int = 256):
         found += len(frame)
         if found >= n:
             break
-    frame = pd.concat(parts, ignore_index=True)
-    if not len(frame):
-        raise ValueError(f"{data_dir}: no sequence of >= 2 items to check the exported scorer on")
+    frame = pd.concat(parts, ignore_index=True)  # too few: export_scorer says so
     histories = [np.asarray(r[:-1], dtype=np.int64) for r in frame[ITEM_LIST]]
     features = {c: [np.asarray(r[:-1]) for r in frame[list_column(c)]]
                 for c in ([] if side is None else side.columns)}
