@@ -96,8 +96,10 @@ def train_data(d: dict) -> str:
             ["pad the training matrix", _f(2)(load["pad_matrix_s"]), "-"],
             [f"gather every batch of one epoch ({load['batches']:,})", _f(2)(load["gather_all_batches_s"]),
              _mb(load["peak_rss_mb"])],
-            ["popularity baseline", _f(2)(ev["popularity_s"]), "-"],
-            ["popularity baseline, seen items excluded (streamed)", _f(2)(ev["popularity_exclude_seen_s"]), "-"],
+            *([["popularity baseline, strict ranks, seen items kept and excluded (streamed)",
+                _f(2)(ev["popularity_both_policies_s"]), "-"]] if "popularity_both_policies_s" in ev else
+              [["popularity baseline", _f(2)(ev["popularity_s"]), "-"],
+               ["popularity baseline, seen items excluded (streamed)", _f(2)(ev["popularity_exclude_seen_s"]), "-"]]),
             [f"model evaluation, seen items excluded ({ev['model_sessions']:,} sessions)",
              _f(2)(ev["model_exclude_seen_s"]), _mb(ev["peak_rss_mb"])]]
     return _table(["step", "seconds", "peak RSS of the case"], rows) + (

@@ -101,14 +101,39 @@ def workflow_max_len(workflow) -> int | None:
     return ops[0].max_len
 
 
+def _sequence_files(data_dir: Path) -> list[Path]:
+    """The data's validation sequences: a leave-last-out or predefined split's `valid.parquet`,
+    or every window's `<window>/valid.parquet` of a time-window split; test, then train, where
+    there is no validation split at all."""
+    for split in ("valid", "test", "train"):
+        files = [f for f in [data_dir / f"{split}.parquet", *sorted(data_dir.glob(f"*/{split}.parquet"))]
+                 if f.is_file()]
+        if files:
+            return files
+    return []
+
+
 def _check_histories(data_dir: Path, side=None, n: int = 256):
-    """Real encoded histories (validation rows without their target) to check the scorer on,
-    with their side features (those of the history, not the target's) for such a model."""
-    columns = [] if side is None else side.columns
-    frame = pd.read_parquet(data_dir / "valid.parquet",
-                            columns=[ITEM_LIST, *(list_column(c) for c in columns)])[:n]
+    """Real encoded histories (validation rows of >= 2 items without their target) to check the
+    scorer on, with their side features (those of the history, not the target's) for such a
+    model. Any split layout the ETL writes has them."""
+    columns = [ITEM_LIST, *(list_column(c) for c in ([] if side is None else side.columns))]
+    files = _sequence_files(data_dir)
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no sequence files (<split>.parquet or "
+                                "<window>/<split>.parquet): run `seqrec preprocess` first")
+    parts, found = [], 0
+    for path in files:
+        frame = pd.read_parquet(path, columns=columns)
+        frame = frame[frame[ITEM_LIST].map(len).to_numpy() >= 2][: n - found]
+        parts.append(frame)
+        found += len(frame)
+        if found >= n:
+            break
+    frame = pd.concat(parts, ignore_index=True)  # too few: export_scorer says so
     histories = [np.asarray(r[:-1], dtype=np.int64) for r in frame[ITEM_LIST]]
-    features = {c: [np.asarray(r[:-1]) for r in frame[list_column(c)]] for c in columns}
+    features = {c: [np.asarray(r[:-1]) for r in frame[list_column(c)]]
+                for c in ([] if side is None else side.columns)}
     return histories, features
 
 

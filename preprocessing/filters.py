@@ -47,13 +47,13 @@ def raw_lengths(counts: pd.Series, grouped: pd.DataFrame, key: str) -> np.ndarra
     return counts.reindex(grouped[key]).to_numpy()
 
 
-def cut_interactions(raw_kept: int, kept: pd.DataFrame, max_len: int, remove_repeats: bool,
+def cut_interactions(raw_kept: int, kept: pd.DataFrame, history_cap: int | None, remove_repeats: bool,
                      prefix: str = "") -> dict[str, int]:
     """Interactions of the KEPT sequences (`raw_kept` of them in the input) that are not in their
-    lists: older than the last `max_len` (and consecutive repeats, when removed, which the
+    lists: older than the last `history_cap` (and consecutive repeats, when removed, which the
     workflow does not count apart)."""
     cut = raw_kept - int(kept[LENGTH_COLUMN].sum())
-    what = f"older than the last max_len={max_len}"
+    what = f"older than the last history_cap={history_cap}"
     if remove_repeats:
         what = f"consecutive repeats or {what}"
     return {f"{prefix}{what}": cut}

@@ -54,7 +54,10 @@ NEEDED = {"leave-last-out": (LEAVE_LAST_OUT_MIN_LEN, "leave-last-out needs a tra
 class ETLConfig:
     output_dir: str = "artifacts/ml-100k/data"
     dataset: str = "movielens-100k"
-    max_len: int = 200  # longest stored sequence (history + target); older items are cut
+    max_len: int = 200  # the model's window: history items it reads (training slides it over each history)
+    # longest stored sequence (history + target): older items are cut; None keeps everything.
+    # Also what the served workflow keeps of a request (before the model reads its window).
+    history_cap: int | None = 1000
     min_len: int = 3  # shorter sequences are dropped (leave-last-out needs 3, sessions 2)
     # user_id: one sequence per user; session_id: one per session. Default: the source's key
     # (a reader's layout fixes it), else user_id.
@@ -95,6 +98,10 @@ class ETLConfig:
             raise ValueError(f"split {self.split!r}: choose one of {list(SPLIT_KINDS)}")
         self._check_engine()
         required = max(self.min_len, NEEDED[self.split][0])
+        if self.history_cap is not None and self.history_cap < max(self.max_len or 0, required):
+            raise ValueError(f"history_cap={self.history_cap} is below max_len={self.max_len} (or the "
+                             f"{required} items a {self.split} sequence needs): raise it, or null "
+                             "to keep whole histories")
         if self.max_len is not None and self.max_len < required:
             raise ValueError(f"max_len={self.max_len} is below the {required} items a {self.split} "
                              "sequence needs: every sequence would be dropped")
@@ -213,7 +220,7 @@ def _run_etl(config: ETLConfig, interactions, progress: bool, started: float) ->
     with staged_directory(final) as staging, closing(stages):
         workflow = build_workflow(
             staging / "categories",
-            max_len=config.max_len,
+            max_len=config.history_cap,
             key=config.key,
             freq_threshold=config.freq_threshold,
             remove_repeats=config.remove_repeats,
@@ -271,7 +278,7 @@ def _run_etl(config: ETLConfig, interactions, progress: bool, started: float) ->
 def _group_dask(workflow, dataset, config: ETLConfig, staging: Path) -> pd.DataFrame:
     """Shuffle by key and group partition by partition (parts on disk), then read the grouped
     sequences back, sorted by key as the in-memory engine gives them: one row per sequence of at
-    most max_len items, so splitting them needs far less memory than the raw rows did."""
+    most history_cap items, so splitting them needs far less memory than the raw rows did."""
     parts = staging / "grouped"
     group_partitioned(workflow, dataset, parts, key=config.key, fit=False)
     grouped = read_grouped(parts, config.key)
@@ -306,9 +313,9 @@ def _filter(grouped: pd.DataFrame, frame: pd.DataFrame | None, config: ETLConfig
                                         config.max_session_len, prefix)
     if exact:
         raw_kept = int(lengths[keep].sum())
-    else:  # every row is in one list, and a dropped (short) sequence was never cut by max_len
+    else:  # every row is in one list, and a dropped (short) sequence was never cut by history_cap
         raw_kept = rows_in - int(grouped[LENGTH_COLUMN].to_numpy()[~keep].sum())
-    cut = cut_interactions(raw_kept, kept, config.max_len, config.remove_repeats, prefix)
+    cut = cut_interactions(raw_kept, kept, config.history_cap, config.remove_repeats, prefix)
     return kept, reasons, cut
 
 

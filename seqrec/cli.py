@@ -53,6 +53,8 @@ def cmd_train(args) -> None:
     if int(os.environ.get("RANK", "0")):
         return  # rank 0 reports
     print(metrics_table(result))
+    print(f"trained on     {result.train_targets:,} targets per epoch of {result.train_interactions:,} "
+          f"training interactions (windows of max_len={result.max_len})")
     print(f"checkpoint: {result.output_dir} (best epoch {result.best_epoch} of {result.epochs_run})")
 
 

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 
-from helpers import MAX_LEN  # tests/ is on sys.path: pyproject's pytest `pythonpath`
+from helpers import HISTORY_CAP, MAX_LEN  # tests/ is on sys.path: pyproject's pytest `pythonpath`
 
 warnings.filterwarnings("ignore", category=UserWarning)
 
@@ -23,7 +23,8 @@ def etl(tmp_path_factory, ml100k):
     from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 
     out = tmp_path_factory.mktemp("etl") / "data"
-    result = run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN), interactions=ml100k)
+    result = run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN, history_cap=HISTORY_CAP),
+                     interactions=ml100k)
     return result
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
-MAX_LEN = 50  # max_len of the shared MovieLens-100k ETL fixture
+MAX_LEN = 50  # max_len (the model's window) of the shared MovieLens-100k ETL fixture
+HISTORY_CAP = 100  # its history_cap: what it stores of a history and the served workflow keeps
 
 
 def seqrec_cli(*args, check=True, timeout=120):

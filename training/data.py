@@ -129,10 +129,43 @@ def split_history_target(lists: Rows, positions: np.ndarray | None = None) -> tu
     return Ragged(rows.values[keep], arrays.offsets_from_lengths(positions)), targets
 
 
-def gather_units(matrix: torch.Tensor, rows: torch.Tensor, ends: torch.Tensor) -> torch.Tensor:
-    """Training examples matrix[row, :end] as one right-padded batch, trimmed to its longest row.
-    Prefixes are index pairs into one padded matrix: nothing is copied per prefix beforehand."""
-    width = int(ends.max())
-    batch = matrix[rows, :width]
-    keep = torch.arange(width)[None] < ends[:, None]
-    return batch.masked_fill(~keep, PAD_ID)
+def sliding_windows(lengths: np.ndarray, span: int, stride: int, min_items: int = 2
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Windows of at most `span` consecutive items over rows of `lengths`, laid from the END of
+    each row every `stride` items: (row, start, end) int64, row-local, [start, end) holds
+    end - start items. The most recent window is always full (or the whole row); only the
+    oldest one may be short. Windows of fewer than `min_items` are left out (nothing to learn
+    from one item). stride = span - 1 overlaps consecutive windows by one item: the first item
+    of a window is an input only, so every later item is a target in exactly one window."""
+    if not 1 <= stride <= span:
+        raise ValueError(f"stride {stride} must lie in [1, span={span}]")
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = np.where(lengths > 0, 1 + -(-np.maximum(lengths - span, 0) // stride), 0)
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
+    k = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+    ends = lengths[rows] - k * stride
+    starts = np.maximum(ends - span, 0)
+    keep = ends - starts >= min_items
+    return rows[keep], starts[keep], ends[keep]
+
+
+def target_windows(lengths: np.ndarray, span: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One window per target: for every item t >= 1 of every row, the window of at most `span`
+    items ending with it, [max(0, t + 1 - span), t + 1) (row, start, end), oldest first."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    counts = np.maximum(lengths - 1, 0)
+    rows = np.repeat(np.arange(len(lengths), dtype=np.int64), counts)
+    ends = np.arange(int(counts.sum()), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts) + 2
+    return rows, np.maximum(ends - span, 0), ends
+
+
+def gather_windows(values: torch.Tensor, starts: torch.Tensor, lengths: torch.Tensor,
+                   pad_value=PAD_ID) -> torch.Tensor:
+    """values[starts[b]:starts[b] + lengths[b]] for every b, as one right-padded [B, W, ...]
+    batch (W the longest window): one index into the flat values, nothing copied per window."""
+    width = int(lengths.max()) if len(lengths) else 1
+    at = starts[:, None] + torch.arange(width)[None]
+    keep = torch.arange(width)[None] < lengths[:, None]
+    batch = values[at.clamp(max=max(len(values) - 1, 0))]
+    mask = keep.reshape(*keep.shape, *([1] * (batch.dim() - 2)))
+    return batch.masked_fill(~mask, pad_value)

@@ -234,6 +234,18 @@ def pad_features(cfg: SideFeatureConfig | None, features, max_len: int | None) -
     return out
 
 
+def flat_features(cfg: SideFeatureConfig | None, features) -> dict | None:
+    """Per-row feature arrays -> their flat values as tensors (int64 codes, float32 values),
+    aligned with the flat item values: training windows gather both with the same index."""
+    if cfg is None or not features:
+        return None
+    out = {c: torch.from_numpy(as_ragged(features[c]).values.astype(np.int64, copy=False))
+           for c in cfg.categorical}
+    out.update({c: torch.from_numpy(as_ragged(features[c]).values.astype(np.float32, copy=False))
+                for c in cfg.continuous})
+    return out
+
+
 def check_aligned(histories: Sequence[np.ndarray], features, cfg: SideFeatureConfig) -> None:
     """Every configured column present, with one value per history item."""
     missing = missing_features(cfg, features)

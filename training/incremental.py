@@ -18,9 +18,9 @@ from seqrec.preprocessing.arrays import ITEM_LIST
 
 from .checkpoint import save_checkpoint
 from .data import Ragged, keep_rows, read_columns
-from .evaluation import CUTOFFS, evaluate, evaluate_popularity
+from .evaluation import CUTOFFS, evaluate, evaluate_popularity, flat_metrics
 from .features import feature_columns, side_list_columns
-from .loop import STATE_FILE, Precision, Trainer, check_run_options, workflow_facts
+from .loop import STATE_FILE, Precision, Trainer, check_run_options, data_window, workflow_facts
 from .model import ModelConfig
 
 SPLITS = ("train", "valid", "test")
@@ -78,7 +78,8 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
     num_items, model_options = workflow_facts(cfg.data_dir, cfg.model)  # side cardinalities, if any
     columns = [ITEM_LIST, *side_list_columns(model_options)]
     data = {w.name: {s: _read(w, s, columns) for s in SPLITS} for w in windows}
-    max_len = max(int(d[ITEM_LIST].lengths.max(initial=0)) for parts in data.values() for d in parts.values())
+    max_len = data_window(cfg.data_dir, max(int(d[ITEM_LIST].lengths.max(initial=0))
+                                             for parts in data.values() for d in parts.values()))
     model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
     # The whole of window t is in the past once t+1 is evaluated: train on all of it.
     whole = {name: _concat(list(parts.values())) for name, parts in data.items()}
@@ -121,7 +122,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
         trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
     save_checkpoint(model, out)
-    names = per_window[0]["model"].keys()
+    names = flat_metrics(per_window[0]["model"]).keys()  # the breakdowns stay per window
     report = {
         "config": asdict(cfg),
         "windows": per_window,

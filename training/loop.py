@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from . import distributed
-from .data import Rows, as_ragged, gather_units, pad_right
-from .features import map_features, pad_features, with_cardinalities
+from .data import Rows, as_ragged, gather_windows
+from .features import flat_features, map_features, with_cardinalities
 from .model import ModelConfig, SequenceRecommender
 
 Precision = Literal["fp32", "bf16"]
@@ -66,50 +66,79 @@ def workflow_facts(data_dir: str | Path, model_options: ModelConfig) -> tuple[in
     return len(item_vocabulary(workflow)), with_cardinalities(model_options, workflow.output_schema)
 
 
+SUMMARY_FILE = "etl_summary.json"  # written by the ETL beside its splits
+
+
+def data_window(data_dir: str | Path, longest: int) -> int:
+    """The model's max_len: the ETL's `max_len` (its summary), whatever the stored histories'
+    length (they may be longer: etl.history_cap); `longest` (the longest stored sequence) for
+    data written before the summary said so."""
+    import json
+
+    summary = Path(data_dir) / SUMMARY_FILE
+    if summary.is_file():
+        window = json.loads(summary.read_text()).get("config", {}).get("max_len")
+        if window:
+            return int(window)
+    return int(longest)
+
+
 @dataclass
 class Examples:
-    """Training examples: (row, end) pairs into one padded matrix (see Task.training_units), and
-    the side-feature matrices shaped like it (None for an item-only model)."""
+    """Training examples: windows values[starts[u]:starts[u] + lengths[u]] of the flat item
+    values (see Task.training_units), and the side-feature values, flat like the items (None
+    for an item-only model)."""
 
-    matrix: torch.Tensor
-    rows: torch.Tensor
-    ends: torch.Tensor
+    values: torch.Tensor
+    starts: torch.Tensor
+    lengths: torch.Tensor
     side: dict | None = None
+    targets: int = 0  # item positions an epoch trains as targets (Task.window_targets)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def batch(self, pick: torch.Tensor) -> tuple[torch.Tensor, dict | None]:
+        """The examples `pick` as right-padded [B, W] items (+ side features alike)."""
+        starts, lengths = self.starts[pick], self.lengths[pick]
+        return (gather_windows(self.values, starts, lengths),
+                map_features(self.side, lambda f: gather_windows(f, starts, lengths)))
 
 
 def training_units(model: SequenceRecommender, rows: Rows, max_len: int, features: dict | None = None) -> Examples:
-    """The padded training matrix and its (row, end) examples for the model's task."""
+    """Sliding training windows over whole (long) rows for the model's task."""
     rows = as_ragged(rows)
-    matrix = pad_right(rows, max_len)
-    unit_rows, unit_ends = model.task.training_units(np.minimum(rows.lengths, max_len))
-    return Examples(matrix, torch.from_numpy(unit_rows), torch.from_numpy(unit_ends),
-                    pad_features(model.cfg.side, features, max_len))
+    unit_rows, starts, ends = model.task.training_units(rows.lengths, max_len)
+    flat_starts = rows.offsets[:-1][unit_rows] + starts
+    return Examples(torch.from_numpy(rows.values.astype(np.int64, copy=False)),
+                    torch.from_numpy(flat_starts), torch.from_numpy(ends - starts),
+                    flat_features(model.cfg.side, features),
+                    targets=model.task.window_targets(ends - starts))
 
 
-def run_epoch(model, optimizer, matrix, unit_rows, unit_ends, generator, batch_size: int,
-              steps_per_epoch: int | None = None, features: dict | None = None,
-              step_loss: distributed.StepLoss | None = None, precision: str = "fp32",
-              scheduler=None) -> float:
+def run_epoch(model, optimizer, examples: Examples, generator, batch_size: int,
+              steps_per_epoch: int | None = None, step_loss: distributed.StepLoss | None = None,
+              precision: str = "fp32", scheduler=None) -> float:
     """One pass over the (shuffled, optionally capped) training examples; the mean loss.
-    `batch_size` is the global batch: under torchrun each rank trains on its slice of it.
-    features: side-feature matrices shaped like `matrix`, gathered with the same examples."""
+    `batch_size` is the global batch: under torchrun each rank trains on its slice of it."""
     model.train()
     step_loss = step_loss or distributed.StepLoss(model, distributed.SINGLE)
     device = next(model.parameters()).device
     # bf16 autocast needs no loss scaling (fp16 would); parameters and optimizer stay fp32
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
-    order = torch.randperm(len(unit_rows), generator=generator)
+    order = torch.randperm(len(examples), generator=generator)
     if steps_per_epoch:
         order = order[: steps_per_epoch * batch_size]
     total, steps = 0.0, 0
     for i in range(0, len(order), batch_size):
         pick = order[i : i + batch_size]
-        rows, ends = unit_rows[pick], unit_ends[pick]
-        with autocast:  # the batch is gathered on the CPU, then moved: the matrix stays in host memory
-            loss, value = step_loss(
-                lambda part: (gather_units(matrix, rows[part], ends[part]).to(device),
-                              map_features(features, lambda f: gather_units(f, rows[part], ends[part]).to(device))),
-                len(pick))
+
+        def part_batch(part, pick=pick):  # gathered on the CPU, then moved: values stay in host memory
+            items, side = examples.batch(pick[part])
+            return items.to(device), map_features(side, lambda f: f.to(device))
+
+        with autocast:
+            loss, value = step_loss(part_batch, len(pick))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -159,7 +188,7 @@ class Trainer:
     def schedule(self, examples: "Examples", epochs: int, warmup_steps: int, decay: str) -> None:
         """A per-batch learning-rate schedule: linear warm-up over `warmup_steps`, then constant
         or a linear / cosine decay to 0 at the end of `epochs` epochs over `examples`."""
-        steps = -(-len(examples.rows) // self.batch_size)
+        steps = -(-len(examples) // self.batch_size)
         total = epochs * min(steps, self.steps_per_epoch or steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup_steps, total, decay))
@@ -169,9 +198,8 @@ class Trainer:
 
     def epoch(self, examples: Examples) -> float:
         """One epoch over the examples; the mean training loss."""
-        return run_epoch(self.model, self.optimizer, examples.matrix, examples.rows, examples.ends,
-                         self.generator, self.batch_size, self.steps_per_epoch, examples.side,
-                         self.step_loss, self.precision, self.scheduler)
+        return run_epoch(self.model, self.optimizer, examples, self.generator, self.batch_size,
+                         self.steps_per_epoch, self.step_loss, self.precision, self.scheduler)
 
     def save_state(self, path: Path, **progress) -> None:
         """The full training state (not the best weights) plus the loop's own progress (plain

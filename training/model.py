@@ -33,8 +33,8 @@ GENERIC_DEFAULTS = {"mask_last_prob": 0.0, "embedding_std": 0.02}  # where the t
 class ModelConfig:
     # size of the encoded id space, reserved ids (pad/null/oov) included
     num_items: int = derived("the data's item vocabulary", default=0)
-    # positions the backbone knows; histories keep their last max_len items
-    max_len: int = derived("the data's longest stored sequence (etl.max_len)", default=200)
+    # positions the backbone knows: the history window (tasks/base.py::Task.history_window)
+    max_len: int = derived("the data's window (etl.max_len)", default=200)
     backbone: str = "gpt2"  # see backbones.BACKBONES
     task: str = "clm"  # clm | clm-last | mlm | plm | rtd (see tasks.TASKS)
     d_model: int = 64

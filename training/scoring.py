@@ -58,7 +58,7 @@ class Scorer(nn.Module):
         self.model = model
         self.exclude_seen = bool(exclude_seen)
         self.with_mask = bool(model.task.uses_mask_token)
-        self.keep = model.cfg.max_len - int(self.with_mask)
+        self.keep = model.task.history_window(model.cfg.max_len)  # the one window definition
 
     def scores(self, items: torch.Tensor, side: dict | None = None,
                width: torch.Tensor | None = None) -> torch.Tensor:
@@ -89,14 +89,20 @@ class Scorer(nn.Module):
         hidden = self.model.task.inference_hidden(self.model, window, positions, features)
         return self.model.logits(hidden).float()
 
-    def forward(self, items: torch.Tensor, exclude: torch.Tensor, depth: torch.Tensor,
-                side: dict | None = None, width: torch.Tensor | None = None):
-        scores = self.scores(items, side, width)
+    @staticmethod
+    def excluded(scores: torch.Tensor, items: torch.Tensor, exclude: torch.Tensor,
+                 exclude_seen: bool) -> torch.Tensor:
+        """Scores [B, num_items] with every item that may not be recommended at -inf: reserved
+        ids, caller-given `exclude` ids and, with `exclude_seen`, the whole sent history."""
         blocked = torch.full_like(scores[:, :1], float("-inf"))
         scores = torch.cat([blocked.expand(-1, FIRST_ITEM_ID), scores[:, FIRST_ITEM_ID:]], dim=1)
-        if self.exclude_seen:  # the whole sent history; its padding is a reserved id already
+        if exclude_seen:  # the whole sent history; its padding is a reserved id already
             scores = scores.scatter(1, items, blocked.expand_as(items))
-        scores = scores.scatter(1, exclude, blocked.expand_as(exclude))
+        return scores.scatter(1, exclude, blocked.expand_as(exclude))
+
+    def forward(self, items: torch.Tensor, exclude: torch.Tensor, depth: torch.Tensor,
+                side: dict | None = None, width: torch.Tensor | None = None):
+        scores = self.excluded(self.scores(items, side, width), items, exclude, self.exclude_seen)
         top = torch.topk(scores, depth.shape[0], dim=1)
         return top.indices, top.values
 

@@ -19,7 +19,8 @@ from .checkpoint import save_checkpoint
 from .data import read_columns
 from .evaluation import evaluate, evaluate_popularity
 from .features import check_side_features, feature_columns, side_list_columns
-from .loop import LR_DECAYS, STATE_FILE, Precision, Trainer, check_run_options, workflow_facts
+from .loop import (LR_DECAYS, STATE_FILE, Precision, Trainer, check_run_options, data_window,
+                   workflow_facts)
 from .model import ModelConfig
 
 
@@ -60,12 +61,17 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     losses: list[float]
-    valid: dict[str, float]
-    test: dict[str, float]
-    popularity_valid: dict[str, float]
-    popularity_test: dict[str, float]
+    # evaluation reports (training/evaluation.py::summarise): the configured seen policy's
+    # metrics, both policies, and per history-length bucket
+    valid: dict
+    test: dict
+    popularity_valid: dict
+    popularity_test: dict
     seconds: float
     valid_history: list[float] = field(default_factory=list)  # valid NDCG@10 after each epoch
+    max_len: int = 0  # the model's window (history items it reads)
+    train_interactions: int = 0  # items in the training sequences
+    train_targets: int = 0  # of them, trained as a target each epoch (sliding windows)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -88,7 +94,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     columns = [ITEM_LIST, *side_list_columns(model_options)]
     data = {s: read_columns(Path(cfg.data_dir) / f"{s}.parquet", columns) for s in ("train", "valid", "test")}
     rows = {s: data[s][ITEM_LIST] for s in data}
-    max_len = int(rows["test"].lengths.max())
+    max_len = data_window(cfg.data_dir, rows["test"].lengths.max())
     model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
     side = {s: feature_columns(data[s], model_cfg.side) for s in data}
     trainer = Trainer(model_cfg, rows["train"], side["train"], seed=cfg.seed, lr=cfg.lr,
@@ -151,6 +157,9 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         popularity_test=evaluate_popularity(rows["valid"], rows["test"], num_items, cfg.eval_exclude_seen),
         seconds=time.perf_counter() - started,
         valid_history=history,
+        max_len=max_len,
+        train_interactions=int(rows["train"].lengths.sum()),
+        train_targets=examples.targets,
     )
     if ctx.main:
         (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result),

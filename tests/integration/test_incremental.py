@@ -172,3 +172,33 @@ def test_incremental_resume_continues_exactly_where_it_stopped(tiny_windows, tmp
     # without resume the same folder starts over (and still ends with the same model)
     again = train_incremental(_tiny(tiny_windows, tmp_path / "resumed", steps_per_epoch=3), progress=False)
     assert again["windows"] == straight["windows"]
+
+
+def test_a_model_trained_by_incremental_exports_and_serves(tiny_windows, tmp_path):
+    """Time-window data has no top-level valid.parquet: `seqrec export` still exports the model
+    (it checks the scorer on the windows' rows) and the real server answers as offline scoring."""
+    from seqrec.client import RecommenderClient
+    from seqrec.model_repository.server import TritonServer
+    from seqrec.preprocessing.arrays import ITEM_LIST
+    from seqrec.training.checkpoint import load_checkpoint
+    from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+    from seqrec.training.recommend import recommend
+
+    from helpers import seqrec_cli
+
+    assert not (tiny_windows / "valid.parquet").exists()
+    model_dir = tmp_path / "model"
+    train_incremental(_tiny(tiny_windows, model_dir), progress=False)
+    repo = tmp_path / "repo"
+    recipe = tmp_path / "export.yaml"
+    recipe.write_text(f"export:\n  data_dir: {tiny_windows}\n  model_dir: {model_dir}\n"
+                      f"  repository: {repo}\n")
+    seqrec_cli("export", "--config", str(recipe))
+    vocab = item_vocabulary(load_workflow(tiny_windows / "workflow"))
+    last = sorted(tiny_windows.glob("20*"))[-1]
+    row = next(r for r in pd.read_parquet(last / "test.parquet")[ITEM_LIST] if len(r) >= 3)
+    history = np.asarray(row[:-1], dtype=np.int64)
+    ids, _ = recommend(load_checkpoint(model_dir), [history], k=10)
+    with TritonServer(repo) as server, RecommenderClient(server.grpc_url, timeout_s=60) as client:
+        served = client.recommend(vocab[history].tolist())
+    assert served.item_ids == vocab[ids[0]].tolist()

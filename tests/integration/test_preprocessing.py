@@ -16,7 +16,7 @@ from seqrec.preprocessing.workflow import (
     load_workflow,
 )
 
-from helpers import MAX_LEN
+from helpers import HISTORY_CAP
 
 pytestmark = pytest.mark.slow
 
@@ -38,21 +38,21 @@ def test_lists_time_sorted_and_truncated(etl):
     times = test["timestamp-list"]
     assert all((np.diff(t) >= 0).all() for t in times)
     lengths = test["item_id-list"].map(len)
-    assert lengths.max() == MAX_LEN
+    assert lengths.max() == HISTORY_CAP
     assert (lengths == test["seq_length"]).all()
     for name in SPLITS:
-        assert split(etl, name)["item_id-list"].map(len).max() <= MAX_LEN
+        assert split(etl, name)["item_id-list"].map(len).max() <= HISTORY_CAP
 
 
 def test_lists_are_the_most_recent_items_in_original_ids(etl, ml100k):
-    """Decoding the encoded lists gives back each user's last MAX_LEN items, in time order."""
+    """Decoding the encoded lists gives back each user's last HISTORY_CAP items, in time order."""
     vocab = item_vocabulary(load_workflow(Path(etl.output_dir) / "workflow"))
     test = split(etl, "test").set_index("user_id")
     expected = (
         ml100k.reset_index()
         .sort_values(["user_id", "timestamp", "index"], kind="stable")
         .groupby("user_id")["item_id"]
-        .apply(lambda s: s.to_numpy()[-MAX_LEN:])
+        .apply(lambda s: s.to_numpy()[-HISTORY_CAP:])
     )
     for user in expected.index[:200]:
         np.testing.assert_array_equal(vocab[test.loc[user, ITEM_LIST]], expected[user])
@@ -80,9 +80,9 @@ def test_saved_workflow_encodes_raw_requests_like_training(etl, ml100k):
     np.testing.assert_array_equal(vocab[encoded[1]], [50])  # unknown ids are dropped
     assert encoded[2].size == 0 and encoded[3].size == 0
     assert all((e >= FIRST_ITEM_ID).all() for e in encoded)
-    # a request longer than the workflow's max_len keeps its most recent items
-    long = np.tile(vocab[FIRST_ITEM_ID:FIRST_ITEM_ID + 10], 10)
-    assert len(encode_sessions(workflow, [long])[0]) == MAX_LEN
+    # a request longer than the workflow's history_cap keeps its most recent items
+    long = np.tile(vocab[FIRST_ITEM_ID:FIRST_ITEM_ID + 10], 20)
+    assert len(encode_sessions(workflow, [long])[0]) == HISTORY_CAP
 
 
 def test_failed_etl_leaves_nothing_behind(tmp_path, monkeypatch):

@@ -27,7 +27,7 @@ from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend
 from seqrec.training.scoring import Scorer, window_width
 
-from helpers import MAX_LEN, ROOT
+from helpers import HISTORY_CAP, MAX_LEN, ROOT
 from serving_helpers import offline_view
 
 pytestmark = pytest.mark.slow
@@ -129,19 +129,19 @@ print(json.dumps([ids.tolist(), scores.tolist()]))
 
 def test_compiled_lookup_equals_the_workflow_on_real_sessions(repository, offline):
     """Every real test sequence, plus unknown/negative ids spliced in and sessions longer than
-    the workflow's max_len (truncation happens before unknown ids are dropped)."""
+    the workflow's history_cap (truncation happens before unknown ids are dropped)."""
     rng = np.random.default_rng(0)
     raw = offline["raw"]
     sessions = list(raw)
     for s in raw[:200]:  # unknown and negative ids at random places
         pos = rng.integers(0, len(s) + 1, size=3)
         sessions.append(np.insert(s, pos, [999_999, -7, 10**12]))
-    for a, b in zip(raw[:100], raw[100:200]):  # longer than max_len, unknowns near the cut
+    for a, b in zip(raw[:100], raw[100:200]):  # longer than history_cap, unknowns near the cut
         long = np.concatenate([a, [-1] * 3, b])
         sessions.append(long)
     sessions += [np.array([-5, 123456789]), np.array([raw[0][0]]), np.array([], dtype=np.int64)]
     sessions.insert(7, np.array([], dtype=np.int64))  # empty rows inside and at the end
-    assert max(len(s) for s in sessions) > MAX_LEN
+    assert max(len(s) for s in sessions) > HISTORY_CAP
     lookup = ItemLookup.load(repository / PREPROCESS / "1")
     lengths = np.array([len(s) for s in sessions])
     values, offsets = lookup.encode(np.concatenate(sessions), np.concatenate([[0], np.cumsum(lengths)]))

@@ -16,13 +16,14 @@ from seqrec.preprocessing.pipeline import ETLConfig, read_split, run_etl
 from seqrec.preprocessing.workflow import (FIRST_ITEM_ID, ITEM_LIST, PAD_ID, item_vocabulary,
                                            load_workflow, transform_frame)
 from seqrec.training.checkpoint import load_checkpoint
-from seqrec.training.data import gather_units, pad_right, split_history_target
+from seqrec.training.data import pad_right, split_history_target
+from seqrec.training.loop import training_units
 from seqrec.training.features import pad_features, read_feature_lists, slice_rows, with_cardinalities
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
 from seqrec.training.trainer import TrainConfig, train
 
-from helpers import MAX_LEN
+from helpers import HISTORY_CAP, MAX_LEN
 
 pytestmark = pytest.mark.slow
 
@@ -37,7 +38,8 @@ LEN = 20
 @pytest.fixture(scope="module")
 def side_etl(tmp_path_factory, ml100k):
     out = tmp_path_factory.mktemp("side_etl") / "data"
-    return run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN, categorical=CATEGORICAL,
+    return run_etl(ETLConfig(output_dir=str(out), max_len=MAX_LEN, history_cap=HISTORY_CAP,
+                             categorical=CATEGORICAL,
                              continuous=["rating"], time_features=True), interactions=ml100k,
                    progress=False)
 
@@ -88,12 +90,9 @@ def test_task_trains_with_side_features_uses_them_and_does_not_leak(side_real, b
                                                                      combine, embedding):
     real = side_real
     model = tiny(real, backbone, task, combine=combine, continuous_embedding=embedding)
-    matrix = pad_right(real["train"], LEN)
-    features = pad_features(real["side"], real["train_features"], LEN)
-    rows, ends = (torch.from_numpy(a) for a in model.task.training_units((matrix != PAD_ID).sum(1).numpy()))
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:96]
-    batch = gather_units(matrix, rows[pick], ends[pick])
-    side = {c: gather_units(f, rows[pick], ends[pick]) for c, f in features.items()}
+    examples = training_units(model, real["train"], model.cfg.max_len, real["train_features"])
+    pick = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:96]
+    batch, side = examples.batch(pick)
 
     def fixed_loss():
         torch.manual_seed(1)
@@ -227,7 +226,7 @@ def test_side_lookup_equals_the_workflow_on_every_real_user(side_repo, side_etl,
     workflow = load_workflow(Path(side_etl.output_dir) / "workflow")
     users = np.sort(ml100k["user_id"].unique())
     items, raw, frame = raw_requests(ml100k, users)
-    assert max(len(s) for s in items) > MAX_LEN  # truncation after the time features
+    assert max(len(s) for s in items) > HISTORY_CAP  # truncation after the time features
     folder = side_repo / PREPROCESS / "1"
     lengths = np.array([len(s) for s in items])
     offsets = np.concatenate([[0], np.cumsum(lengths)])

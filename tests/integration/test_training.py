@@ -12,6 +12,8 @@ from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.recommend import recommend, score_histories
 
+from helpers import MAX_LEN
+
 pytestmark = pytest.mark.slow
 
 
@@ -75,3 +77,18 @@ def test_bf16_autocast_trains_and_devices_are_checked(tmp_path, etl):
             TrainConfig(data_dir=etl.output_dir, device="cuda")
     with pytest.raises(ValueError, match="device 'tpu': choose cpu"):
         TrainConfig(data_dir=etl.output_dir, device="tpu")
+
+
+def test_long_histories_are_trained_whole_and_reported_both_ways(trained, etl):
+    """The stored histories are longer than the model's window; training slides it over them,
+    so every training interaction but each user's first is a target, not only the last window's."""
+    lengths = pd.read_parquet(Path(etl.output_dir) / "train.parquet")["seq_length"].to_numpy()
+    assert trained.max_len == MAX_LEN and lengths.max() > MAX_LEN
+    assert trained.train_interactions == lengths.sum()
+    assert trained.train_targets == int((lengths - 1).sum())
+    assert trained.train_targets > 1.5 * int((np.minimum(lengths, MAX_LEN) - 1).sum())
+    for report in (trained.test, trained.popularity_test):
+        assert report["sessions"] == len(lengths)
+        assert report["ndcg@10"] == report[report["policy"]]["ndcg@10"]
+        assert sum(b["sessions"] for b in report["by_history_length"].values()) == len(lengths)
+        assert report["mrr"] >= report["mrr@20"] >= report["mrr@10"]  # the full MRR adds the tail

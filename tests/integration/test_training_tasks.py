@@ -10,7 +10,8 @@ from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, ITEM_LIST, PAD_ID
 from seqrec.training.backbones import BACKBONES
 from seqrec.training.checkpoint import load_checkpoint, save_checkpoint
-from seqrec.training.data import gather_units, pad_right, split_history_target
+from seqrec.training.data import pad_right, split_history_target
+from seqrec.training.loop import training_units
 from seqrec.training.evaluation import binary_auc
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.recommend import recommend, score_histories
@@ -43,10 +44,9 @@ def tiny(real, backbone, task, max_len=LEN + 1, **extra):
 @pytest.mark.parametrize("backbone,task", VALID)
 def test_pair_trains_and_scores_only_the_history(backbone, task, real, tmp_path):
     model = tiny(real, backbone, task)
-    matrix = pad_right(real["train"], LEN)
-    rows, ends = (torch.from_numpy(a) for a in model.task.training_units((matrix != PAD_ID).sum(1).numpy()))
-    pick = torch.randperm(len(rows), generator=torch.Generator().manual_seed(0))[:96]
-    batch = gather_units(matrix, rows[pick], ends[pick])
+    examples = training_units(model, real["train"], model.cfg.max_len)
+    pick = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))[:96]
+    batch, _ = examples.batch(pick)
 
     def fixed_loss():  # the same random masks / samples before and after training
         torch.manual_seed(1)

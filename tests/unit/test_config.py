@@ -165,7 +165,7 @@ BAD_RECIPES = [
      "categorical, categorical_dim, combine, continuous, continuous_dim, continuous_embedding, "
      "log_scale, soft_one_hot_bins\n"),
     ("train", "train:\n  model:\n    max_len: 50\n",
-     "error: train.model.max_len: set from the data's longest stored sequence"),
+     "error: train.model.max_len: set from the data's window (etl.max_len)"),
     ("train", "train:\n  model:\n    d_model: 64\n    n_heads: 3\n",
      "error: train.model: d_model 64 is not divisible by n_heads 3\n"),
     ("preprocess", "etl:\n  source:\n    format: yoochoose\n    pth: x.dat\n",

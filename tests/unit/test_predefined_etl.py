@@ -126,12 +126,18 @@ def test_leave_last_out_says_min_len_was_raised(tmp_path, ml100k):
     sizes = frame.groupby("user_id").size()
     short = sizes.index[:40]  # make 40 users too short: keep 2 of their interactions
     cut = frame[~frame["user_id"].isin(short) | (frame.groupby("user_id").cumcount() < 2)]
-    result = run_etl(ETLConfig(output_dir=str(tmp_path / "data"), min_len=2, max_len=50),
-                     interactions=cut, progress=False)
+    result = run_etl(ETLConfig(output_dir=str(tmp_path / "data"), min_len=2, max_len=50,
+                               history_cap=60), interactions=cut, progress=False)
     reason = ("shorter than 3 items (min_len=2 raised: leave-last-out needs a train item, a valid "
               "and a test target)")
     assert result.dropped_reasons[reason] == 40
     kept = cut.groupby("user_id").size()
     kept = kept[kept >= 3]
-    assert result.dropped_interactions["older than the last max_len=50"] == int(
-        (kept - kept.clip(upper=50)).sum())
+    assert result.dropped_interactions["older than the last history_cap=60"] == int(
+        (kept - kept.clip(upper=60)).sum())
+
+
+def test_history_cap_below_the_window_is_refused():
+    with pytest.raises(ValueError, match="history_cap=20 is below max_len=50"):
+        ETLConfig(max_len=50, history_cap=20)
+    assert ETLConfig(max_len=50, history_cap=None).history_cap is None  # whole histories

@@ -229,7 +229,8 @@ def evaluate_rows(model: Recformer, tokens: ItemTokens, rows: Ragged, item_matri
 
 def split_metrics(ranks: np.ndarray, rows: Ragged, held_out: np.ndarray) -> dict[str, dict]:
     warm, cold = split_targets(rows, held_out)
-    return {"all": rank_metrics(ranks), "warm": rank_metrics(ranks[warm]), "cold": rank_metrics(ranks[cold])}
+    return {name: {**rank_metrics(part), "rows": int(len(part))}
+            for name, part in (("all", ranks), ("warm", ranks[warm]), ("cold", ranks[cold]))}
 
 
 # ---------------------------------------------------------------------------- epochs

@@ -9,6 +9,8 @@ from torch import nn
 
 from seqrec.preprocessing.arrays import PAD_ID
 
+from ..data import sliding_windows
+
 if TYPE_CHECKING:
     from ..model import ModelConfig, SequenceRecommender
 
@@ -33,11 +35,34 @@ class Task:
         """Extra trainable parts (a discriminator head, a generator); saved with the model."""
         return {}
 
-    def training_units(self, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row, end) pairs: one training example is row[:end]. Default: whole sequences that
-        hold at least one (input, target) pair."""
-        rows = np.flatnonzero(lengths >= 2)
-        return rows, lengths[rows]
+    # Items a training window shares with the one before it: 1 for causal tasks, whose first
+    # window item is an input only (so every later item is a target once); 0 for masked ones,
+    # where any item may be a target.
+    WINDOW_OVERLAP: ClassVar[int] = 0
+
+    def history_window(self, max_len: int) -> int:
+        """History items the model reads at inference: the last max_len, or max_len - 1 for a
+        task read at an appended mask. With training_span this is the ONE definition of the
+        window, shared by the training batches and the scorer (training/scoring.py): a training
+        example is at most one history window plus the item after it, so every position the
+        scorer reads is a position training fills."""
+        return max_len - int(self.uses_mask_token)
+
+    def training_span(self, max_len: int) -> int:
+        """Most items in one training example: a history window plus its next item."""
+        return self.history_window(max_len) + 1
+
+    def training_units(self, lengths: np.ndarray, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(row, start, end): one training example is row[start:end] (row-local). Default:
+        sliding windows of training_span items laid from the end of each row, so a long history
+        is trained on whole, not only its last window."""
+        span = self.training_span(max_len)
+        return sliding_windows(lengths, span, span - self.WINDOW_OVERLAP)
+
+    def window_targets(self, lengths: np.ndarray) -> int:
+        """Item positions the windows of these lengths train as targets (for the summary): all
+        but each window's first (causal), or every one (masked: any may be masked)."""
+        return int(np.sum(np.asarray(lengths) - self.WINDOW_OVERLAP))
 
     def loss(self, model: "SequenceRecommender", items: torch.Tensor, features=None) -> torch.Tensor:
         """features: side-feature tensors [B, T] aligned with items, or None."""

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, CAUSAL
+from ..data import target_windows
 from ..features import map_features
 from .base import Task
 
@@ -18,6 +19,7 @@ class CLM(Task):
 
     name = "clm"
     ATTENTION = (CAUSAL,)
+    WINDOW_OVERLAP = 1  # a window's first item has no input before it
 
     def loss(self, model, items, features=None):
         inputs, targets = items[:, :-1], items[:, 1:]
@@ -31,19 +33,19 @@ class CLM(Task):
 
 class CLMLast(Task):
     """CoVE-style: every training sequence is broken into its prefixes [a]->b, [a,b]->c, ... and
-    the loss is taken at the last position only. The prefixes are (row, end) index pairs into the
-    one padded matrix, gathered per batch, so the data is never copied per prefix. Inference reads
+    the loss is taken at the last position only: every item after the first is a target once,
+    read after (at most) one history window before it. The prefixes are index ranges into the
+    flat values, gathered per batch, so the data is never copied per prefix. Inference reads
     the last history position, exactly what was trained, so any attention works."""
 
     name = "clm-last"
     ATTENTION = (CAUSAL, BIDIRECTIONAL)
 
-    def training_units(self, lengths):
-        rows = np.flatnonzero(lengths >= 2)
-        counts = lengths[rows] - 1  # prefixes with a target: ends 2..L
-        starts = np.cumsum(counts) - counts
-        ends = np.arange(counts.sum()) - np.repeat(starts, counts) + 2
-        return np.repeat(rows, counts), ends
+    def training_units(self, lengths, max_len):
+        return target_windows(lengths, self.training_span(max_len))
+
+    def window_targets(self, lengths):
+        return len(lengths)  # the last item of each window
 
     def loss(self, model, items, features=None):
         rows = torch.arange(len(items), device=items.device)
