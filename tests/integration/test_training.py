@@ -75,3 +75,14 @@ def test_bf16_autocast_trains_and_devices_are_checked(tmp_path, etl):
             TrainConfig(data_dir=etl.output_dir, device="cuda")
     with pytest.raises(ValueError, match="device 'tpu': choose cpu"):
         TrainConfig(data_dir=etl.output_dir, device="tpu")
+
+
+def test_tensorboard_logs_every_epoch(trained):
+    from seqrec.training.run_log import read_scalars
+
+    scalars = read_scalars(trained.output_dir)
+    steps = list(range(1, trained.epochs_run + 1))
+    assert [s for s, _ in scalars["train/loss"]] == steps
+    np.testing.assert_allclose([v for _, v in scalars["train/loss"]], trained.losses, rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in scalars["valid/ndcg@10"]], trained.valid_history, rtol=1e-6)
+    assert all(v > 0 for _, v in scalars["train/lr"])
