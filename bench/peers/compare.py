@@ -25,8 +25,9 @@ from pathlib import Path
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 RESULTS = ROOT / "bench" / "results" / "peers.json"
+FIGURE = ROOT / "docs" / "figures" / "peers.png"
 sys.path[:0] = [str(HERE)]
-from splits import BUILDERS, build  # noqa: E402
+from splits import BUILDERS, WINDOWS, build  # noqa: E402
 
 VENVS = Path(os.environ.get("SEQREC_PEERS_VENVS", ROOT / ".venv-peers"))
 RUNNERS = {
@@ -63,7 +64,7 @@ def run_one(library: str, combo: str, splits: Path, lr: float, dropout: float, a
         out = Path(tmp) / "result.json"
         cmd = [str(python), str(script), "--splits", str(splits), "--combo", combo, "--lr", str(lr),
                "--dropout", str(dropout), "--epochs", str(args.epochs), "--patience", str(args.patience),
-               "--max-seconds", str(args.max_seconds), "--threads", str(args.threads), "--out", str(out)]
+               "--max-seconds", str(args.max_seconds), "--max-len", str(WINDOWS[splits.stem]), "--threads", str(args.threads), "--out", str(out)]
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
         if done.returncode != 0:
@@ -91,6 +92,33 @@ def best_points(runs: dict) -> dict:
     return out
 
 
+def plot(report: dict, path: Path = FIGURE) -> None:
+    """Test NDCG@10 (seen kept) per dataset: a group of bars per combo, one bar per library."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    best = report["best"]
+    fig, axes = plt.subplots(1, len(best), figsize=(6 * len(best), 4), squeeze=False)
+    libraries = list(RUNNERS)
+    for ax, (dataset, by_library) in zip(axes[0], best.items()):
+        combos = sorted({c for combos in by_library.values() for c in combos})
+        width = 0.8 / len(libraries)
+        for i, library in enumerate(libraries):
+            values = [by_library.get(library, {}).get(c, {}).get("test", {}).get("kept", {}).get("ndcg@10", 0.0)
+                      for c in combos]
+            ax.bar([x + i * width for x in range(len(combos))], values, width, label=library)
+        ax.set_xticks([x + width * (len(libraries) - 1) / 2 for x in range(len(combos))], combos,
+                      rotation=30, ha="right")
+        ax.set_title(f"{dataset}: test NDCG@10 (seen kept)")
+    axes[0][0].legend()
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(BUILDERS), choices=list(BUILDERS))
@@ -103,9 +131,12 @@ def main() -> None:
     p.add_argument("--max-seconds", type=float, default=240.0, help="training wall-clock cap per run")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--splits-dir", default=str(Path(tempfile.gettempdir()) / "seqrec-peers-splits"))
+    p.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON")
     args = p.parse_args()
 
     report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
+    if args.plot_only:
+        return plot(report)
     for dataset in args.datasets:
         splits = build(dataset, Path(args.splits_dir))
         for combo in args.combos:
@@ -124,11 +155,12 @@ def main() -> None:
                         report["not_run"] = [f"{lib} {c}: {why}" for (lib, c), why in WHY_NOT.items()]
                         report["grid"] = {"lr": args.lr, "dropout": args.dropout, "epochs": args.epochs,
                                           "patience": args.patience, "max_seconds": args.max_seconds,
-                                          "d_model": 64, "layers": 2, "heads": 2, "max_len": 50,
+                                          "d_model": 64, "layers": 2, "heads": 2, "max_len": WINDOWS,
                                           "batch_size": 64, "threads": args.threads}
                         report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
                                              "load_average": list(os.getloadavg())}
                         RESULTS.write_text(json.dumps(report, indent=1))  # after every run: a stop keeps it
+                        plot(report)
 
 
 if __name__ == "__main__":

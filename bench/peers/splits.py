@@ -20,6 +20,7 @@ from bench_data import ml100k_data, t4r_data  # noqa: E402
 
 FULL_HISTORY = 1000  # longer than any MovieLens-100k user (737 ratings)
 BUILDERS = {"ml-100k": lambda: ml100k_data(max_len=FULL_HISTORY), "t4r": t4r_data}
+WINDOWS = {"ml-100k": 50, "t4r": 20}  # the history items every model reads
 
 
 def build(name: str, out: Path) -> Path:
