@@ -257,11 +257,43 @@ def recformer(d: dict) -> str:
         f"{b['recformer_seconds']:,.0f} s, ID model: {b['id_model_seconds']:,.0f} s.\n")
 
 
+def peers(d: dict) -> str:
+    """bench/peers/compare.py: per dataset, each library x combo at its best-on-validation grid
+    point; test metrics with seen items kept and excluded, strict full-catalogue ranks."""
+    parts = []
+    for dataset, libraries in d["best"].items():
+        rows, best = [], {}
+        for library, combos in sorted(libraries.items()):
+            for combo, r in sorted(combos.items()):
+                kept, excl = r["test"]["kept"], r["test"]["excluded"]
+                best[library] = max(best.get(library, 0.0), kept["ndcg@10"])
+                rows.append([combo, library, r["grid_point"], f"{r['valid']['kept']['ndcg@10']:.4f}",
+                             f"{kept['ndcg@10']:.4f}", f"{kept['recall@10']:.4f}", f"{kept['mrr']:.4f}",
+                             f"{excl['ndcg@10']:.4f}", f"{excl['recall@10']:.4f}",
+                             str(r.get("epochs_run", "-")), _f(1)(r["seconds_per_epoch"])])
+        rows.sort(key=lambda r: (r[0], r[1]))
+        peer = max((v for k, v in best.items() if k != "seqrec"), default=None)
+        line = ""
+        if "seqrec" in best and peer:
+            line = (f"\nBest seqrec combo / best peer combo, test NDCG@10 (seen kept): "
+                    f"{best['seqrec']:.4f} / {peer:.4f} = {best['seqrec'] / peer:.2f}x.\n")
+        parts.append(f"**{dataset}**\n\n" + _table(
+            ["combo", "library", "grid point", "valid NDCG@10", "test NDCG@10", "test Recall@10",
+             "test MRR", "NDCG@10 seen excluded", "Recall@10 seen excluded", "epochs", "s/epoch"],
+            rows) + line)
+    g = d["grid"]
+    parts.append(f"Grid (every library): lr {g['lr']}, dropout {g['dropout']}, up to {g['epochs']} epochs, "
+                 f"patience {g['patience']}, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
+                 f"window (history items) {g['max_len']}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
+                 + "; ".join(d.get("not_run", [])) + ".")
+    return "\n".join(parts) + "\n"
+
+
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer}
+           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers}
 
 
 def generic(d: dict) -> str:

@@ -22,6 +22,7 @@ from .evaluation import CUTOFFS, evaluate, evaluate_popularity, flat_metrics
 from .features import feature_columns, side_list_columns
 from .loop import STATE_FILE, Precision, Trainer, check_run_options, data_window, workflow_facts
 from .model import ModelConfig
+from .run_log import RunLog
 
 SPLITS = ("train", "valid", "test")
 
@@ -41,6 +42,7 @@ class IncrementalConfig:
     resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present)
     precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
+    tensorboard: bool = True  # loss and learning rate per epoch, window t+1's metrics, in output_dir/tensorboard
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
@@ -96,6 +98,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
     state = trainer.load_state(state_file) if cfg.resume else None
     if state is not None:
         done, per_window, losses = state["epochs_done"], state["windows"], state["window_losses"]
+    log = RunLog(out, enabled=cfg.tensorboard)
     bar = tqdm(list(enumerate(windows)), desc="windows", unit="window", disable=not progress)
     for index, current in bar:
         part = whole[current.name]
@@ -106,6 +109,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
             examples = examples or trainer.units(part[ITEM_LIST], feature_columns(part, model_cfg.side) or None)
             losses.append(trainer.epoch(examples))
             done += 1
+            log.epoch(done, losses[-1], trainer.optimizer.param_groups[0]["lr"])
             trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         if index + 1 == len(windows) or index < len(per_window):
             continue  # the last window is not evaluated; an earlier one was before resuming
@@ -118,9 +122,11 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
         per_window.append({"trained_on": current.name, "evaluated_on": following.name,
                            "sessions": len(target[ITEM_LIST]), "loss": losses[-1],
                            "model": metrics, "popularity": popularity})
+        log.metrics(done, metrics, "next_window")
         losses = []
         trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
+    log.close()
     save_checkpoint(model, out)
     names = flat_metrics(per_window[0]["model"]).keys()  # the breakdowns stay per window
     report = {

@@ -22,6 +22,7 @@ from .features import check_side_features, feature_columns, side_list_columns
 from .loop import (LR_DECAYS, STATE_FILE, Precision, Trainer, check_run_options, data_window,
                    workflow_facts)
 from .model import ModelConfig
+from .run_log import RunLog
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TrainConfig:
     resume: bool = False  # continue from output_dir/trainer_state.pt (written after every epoch)
     device: str = "cpu"  # cpu | cuda | cuda:N | auto (cuda when present); torchrun: cuda:LOCAL_RANK
     precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
+    tensorboard: bool = True  # loss, learning rate and validation metrics per epoch in output_dir/tensorboard
     model: ModelConfig = field(default_factory=ModelConfig)  # backbone, task, d_model, ...
 
     def __post_init__(self):
@@ -107,6 +109,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     out = Path(cfg.output_dir)
     if ctx.main:  # only rank 0 writes
         out.mkdir(parents=True, exist_ok=True)
+    log = RunLog(out, enabled=cfg.tensorboard and ctx.main)
     first_epoch = 1
     state_file = out / STATE_FILE
     state = trainer.load_state(state_file) if cfg.resume else None
@@ -129,6 +132,8 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         valid = evaluate_split("valid")
         bar.set_postfix(loss=f"{losses[-1]:.3f}", ndcg10=f"{valid['ndcg@10']:.4f}")
         history.append(valid["ndcg@10"])
+        log.epoch(epoch, losses[-1], trainer.optimizer.param_groups[0]["lr"])
+        log.metrics(epoch, valid, "valid")
         if valid["ndcg@10"] > best:
             best, best_epoch, bad_epochs = valid["ndcg@10"], epoch, 0
             if ctx.main:
@@ -140,6 +145,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
                            bad_epochs=bad_epochs, valid_history=history)
         if bad_epochs >= cfg.patience:
             break
+    log.close()
     from .checkpoint import load_checkpoint  # the best epoch, not the last
 
     if ctx.main:

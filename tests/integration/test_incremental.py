@@ -50,6 +50,12 @@ def test_train_on_t_evaluate_on_t_plus_1(tmp_path):
         np.mean([w["model"]["ndcg@10"] for w in windows]))
     assert (tmp_path / "model" / "incremental.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "model" / "model.pt").is_file()
+    from seqrec.training.run_log import read_scalars
+
+    scalars = read_scalars(tmp_path / "model")  # every epoch of every window; window t+1's metrics
+    assert len(scalars["train/loss"]) == 4 * (len(windows) + 1)
+    assert [v for _, v in scalars["next_window/ndcg@10"]] == pytest.approx([w["model"]["ndcg@10"] for w in windows])
+    assert [s for s, _ in scalars["next_window/ndcg@10"]] == [4 * (i + 1) for i in range(len(windows))]
 
 
 def test_needs_time_windows(tmp_path, etl):

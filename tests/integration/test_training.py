@@ -92,3 +92,15 @@ def test_long_histories_are_trained_whole_and_reported_both_ways(trained, etl):
         assert report["ndcg@10"] == report[report["policy"]]["ndcg@10"]
         assert sum(b["sessions"] for b in report["by_history_length"].values()) == len(lengths)
         assert report["mrr"] >= report["mrr@20"] >= report["mrr@10"]  # the full MRR adds the tail
+
+
+def test_tensorboard_logs_every_epoch(trained):
+    from seqrec.training.run_log import read_scalars
+
+    scalars = read_scalars(trained.output_dir)
+    steps = list(range(1, trained.epochs_run + 1))
+    assert [s for s, _ in scalars["train/loss"]] == steps
+    np.testing.assert_allclose([v for _, v in scalars["train/loss"]], trained.losses, rtol=1e-6)
+    np.testing.assert_allclose([v for _, v in scalars["valid/ndcg@10"]], trained.valid_history, rtol=1e-6)
+    assert len(scalars["valid/seen_excluded/ndcg@10"]) == trained.epochs_run  # both policies logged
+    assert all(v > 0 for _, v in scalars["train/lr"])

@@ -1,0 +1,82 @@
+"""Cornac 3.0.1's TransformerRec on the shared splits, in its own virtualenv
+(bench/peers/setup_envs.sh). The library trains through its own `fit` and picks its epoch with its
+own model selection (`model_selection="best"`, validation NDCG@10 after every epoch, the same
+epoch budget as the other libraries); the chosen model is then scored through its `score()` by
+the shared protocol. Cornac's own data path (USIT tuples, `NextItemEvaluation.from_splits` with
+`exclude_unknowns`) maps our ids to its internal indices."""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+from cornac.eval_methods import NextItemEvaluation
+from cornac.models import TransformerRec
+
+import protocol
+from runner import arguments, write
+
+# combo -> (backbone, objective, loss_at)
+COMBOS = {
+    "gpt2-clm": ("gpt2", "clm", "all"),
+    "gpt2-clm-last": ("gpt2", "clm", "last"),
+    "bert-clm-last": ("bert", "clm", "last"),
+    "bert-mlm": ("bert", "mlm", "all"),
+    "xlnet-mlm": ("xlnet", "mlm", "all"),
+    "xlnet-plm": ("xlnet", "plm", "all"),
+    "electra-rtd": ("electra", "rtd", "all"),
+    "bert-rtd": ("bert", "rtd", "all"),
+}
+
+
+def usit(rows: protocol.Rows, prefix: str) -> list[tuple]:
+    """One session per row (user = session), the row's order as its timestamps."""
+    out = []
+    for r, items in enumerate(rows.lists()):
+        out += [(f"{prefix}{r}", f"{prefix}{r}", str(int(i)), t) for t, i in enumerate(items)]
+    return out
+
+
+def main() -> None:
+    args = arguments()
+    torch.set_num_threads(args.threads)
+    if args.combo not in COMBOS:
+        raise SystemExit(f"Cornac's TransformerRec runs no {args.combo!r}")
+    backbone, objective, loss_at = COMBOS[args.combo]
+    splits = protocol.load_splits(args.splits)
+    method = NextItemEvaluation.from_splits(
+        train_data=usit(splits.train, "t"), test_data=usit(splits.test, "s"),
+        val_data=usit(splits.valid, "v"), fmt="USIT", exclude_unknowns=True, seed=args.seed)
+    model = TransformerRec(
+        backbone=backbone, objective=objective, loss_at=loss_at, embedding_dim=args.d_model,
+        batch_size=args.batch_size, learning_rate=args.lr, n_epochs=args.epochs, max_len=args.max_len,
+        num_blocks=args.layers, num_heads=args.heads, dropout=args.dropout, seed=args.seed,
+        model_selection="best", val_eval_every=1, val_k=protocol.CUTOFF, val_metric="ndcg")
+    started = time.perf_counter()
+    model.fit(method.train_set, method.val_set)
+    train_seconds = time.perf_counter() - started
+    iid_map = method.train_set.iid_map  # our id (str) -> Cornac's index
+    ours = np.array([int(k) for k in iid_map], dtype=np.int64)
+    theirs = np.array(list(iid_map.values()), dtype=np.int64)
+    to_theirs = np.full(splits.num_items, -1, dtype=np.int64)
+    to_theirs[ours] = theirs
+
+    def score(histories: protocol.Rows) -> np.ndarray:
+        out = np.full((len(histories), splits.num_items), -np.inf, dtype=np.float32)
+        for r, items in enumerate(histories.lists()):  # Cornac's scoring API takes one history
+            scores = np.asarray(model.score(0, history_items=to_theirs[items].tolist()))
+            out[r, ours] = scores[theirs]
+        return out
+
+    write(args, "cornac-3.0.1", {
+        "valid": protocol.evaluate(score, splits.valid, splits),
+        "test": protocol.evaluate(score, splits.test, splits),
+        "epochs_run": args.epochs,
+        "selection": "Cornac's model_selection='best' on its validation NDCG@10 after every epoch",
+        "seconds_per_epoch": train_seconds / args.epochs,
+        "train_seconds": train_seconds,
+    })
+
+
+if __name__ == "__main__":
+    main()

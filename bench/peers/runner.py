@@ -1,0 +1,78 @@
+"""What every library's runner shares (numpy + torch only, so it runs in each peer's own
+virtualenv): the command line, the training budget (epochs, early stopping on validation
+NDCG@10 with seen items kept, a wall-clock cap) and the JSON result."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+import protocol  # noqa: E402  (beside this file in every virtualenv)
+
+SELECT_ON = ("kept", f"ndcg@{protocol.CUTOFF}")
+
+
+def arguments() -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--splits", required=True)
+    p.add_argument("--combo", required=True, help="backbone-task, e.g. gpt2-clm, bert-mlm")
+    p.add_argument("--lr", type=float, required=True)
+    p.add_argument("--dropout", type=float, required=True)
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--max-seconds", type=float, default=300.0, help="training wall-clock cap")
+    p.add_argument("--max-len", type=int, default=50)
+    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--layers", type=int, default=2)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", required=True)
+    return p.parse_args()
+
+
+def fit(args, splits, train_epoch, score, snapshot, restore) -> dict:
+    """Epochs of `train_epoch()` while validation improves (patience) and time remains; the best
+    epoch's state restored, then valid and test scored by the shared protocol."""
+    started = time.perf_counter()
+    best, best_epoch, bad, history, state = -1.0, 0, 0, [], None
+    epoch_seconds = []
+    for epoch in range(1, args.epochs + 1):
+        t = time.perf_counter()
+        loss = train_epoch()
+        epoch_seconds.append(time.perf_counter() - t)
+        valid = protocol.evaluate(score, splits.valid, splits)
+        value = valid[SELECT_ON[0]][SELECT_ON[1]]
+        history.append({"epoch": epoch, "loss": float(loss), "valid_ndcg@10": value})
+        print(f"epoch {epoch} loss {loss:.4f} valid ndcg@10 {value:.4f}", flush=True)
+        if value > best:
+            best, best_epoch, bad, state = value, epoch, 0, snapshot()
+        else:
+            bad += 1
+        if bad >= args.patience:
+            break
+        if time.perf_counter() - started > args.max_seconds:
+            break
+    restore(state)
+    return {
+        "valid": protocol.evaluate(score, splits.valid, splits),
+        "test": protocol.evaluate(score, splits.test, splits),
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "history": history,
+        "seconds_per_epoch": float(sum(epoch_seconds) / len(epoch_seconds)),
+        "train_seconds": time.perf_counter() - started,
+        "stopped_by": ("patience" if bad >= args.patience else
+                       "epochs" if len(history) == args.epochs else "time cap"),
+    }
+
+
+def write(args, library: str, result: dict) -> None:
+    keys = ("combo", "lr", "dropout", "epochs", "patience", "max_seconds", "max_len", "d_model",
+            "layers", "heads", "batch_size", "seed", "threads")
+    out = {"library": library, "config": {k: getattr(args, k) for k in keys}, **result}
+    Path(args.out).write_text(json.dumps(out, indent=2))
