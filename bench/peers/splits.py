@@ -2,7 +2,7 @@
 library's runner (protocol.load_splits): the train / valid / test sequences of one dataset in one
 encoded id space.
 
-- ml-100k: MovieLens-100k leave-last-out with full histories (each model keeps its own window);
+- ml-100k: MovieLens-100k leave-last-out with whole histories (each model keeps its own window);
 - t4r: the grouped session sample of the transformers4rec 23.12.0 sdist, session split (the
   latest 10% / 10% sessions valid / test).
 """
@@ -18,9 +18,10 @@ sys.path[:0] = [str(HERE), str(HERE.parent)]
 import protocol  # noqa: E402
 from bench_data import ml100k_data, t4r_data  # noqa: E402
 
-FULL_HISTORY = 1000  # longer than any MovieLens-100k user (737 ratings)
-BUILDERS = {"ml-100k": lambda: ml100k_data(max_len=FULL_HISTORY), "t4r": t4r_data}
 WINDOWS = {"ml-100k": 50, "t4r": 20}  # the history items every model reads
+# the ETL's max_len is the model's window; it stores up to etl.history_cap (1000) items, more
+# than any MovieLens-100k user has (737 ratings), so the splits hold whole histories
+BUILDERS = {"ml-100k": lambda: ml100k_data(max_len=WINDOWS["ml-100k"]), "t4r": t4r_data}
 
 
 def build(name: str, out: Path) -> Path:
