@@ -295,11 +295,29 @@ def peers(d: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def peers_speed(d: dict) -> str:
+    """bench/peers/speed.py: ms per step of each library, alternating, and the ratios."""
+    rows = [[str(r["round"]), r["combo"], f"{r['load_average_1min']:.1f}",
+             _f(1)(r["transformers4rec"]["ms_per_step"]), _f(1)(r["seqrec_fp32"]["ms_per_step"]),
+             _f(1)(r["seqrec_bf16"]["ms_per_step"]), f"{r['ratio_fp32']:.2f}x", f"{r['ratio_bf16']:.2f}x",
+             _int(r["seqrec_fp32"]["sequences_per_s"]), _int(r["seqrec_fp32"]["peak_rss_mb"]),
+             _int(r["transformers4rec"]["peak_rss_mb"])]
+            for r in d["runs"]]
+    s = d["setting"]
+    return _table(["round", "combo", "load", "Transformers4Rec ms/step", "seqrec fp32 ms/step",
+                   "seqrec bf16 ms/step", "ratio fp32", "ratio bf16", "seqrec fp32 seq/s",
+                   "seqrec peak RSS MB", "Transformers4Rec peak RSS MB"], rows) + (
+        f"\nd_model {s['d_model']}, {s['layers']} layers, {s['heads']} heads, seq {s['seq']}, batch "
+        f"{s['batch']}, {s['items']:,} items, {s['threads']} threads, median of {s['steps']} steps; "
+        f"ratio = Transformers4Rec ms / seqrec ms (target >= {d['target_ratio']:g}x in fp32).\n")
+
+
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers}
+           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers,
+           "peers_speed": peers_speed}
 
 
 def generic(d: dict) -> str:

@@ -38,7 +38,8 @@ RSS_LIMIT_MB = 4096.0  # the evaluation case's peak-memory target
 T4R_MS = 328.0
 
 
-def run_case(case: dict, steps: int, threads: int, items: int, seq: int, batch: int) -> dict:
+def run_case(case: dict, steps: int, threads: int, items: int, seq: int, batch: int,
+             precision: str = "fp32") -> dict:
     import numpy as np
     import torch
 
@@ -61,9 +62,13 @@ def run_case(case: dict, steps: int, threads: int, items: int, seq: int, batch: 
     examples = training_units(model, rows, cfg.max_len)
     order = torch.randperm(len(examples))
 
+    # bf16: autocast of the step, as `train.precision: bf16` runs it (parameters stay fp32)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16")
+
     def step(i):
         pick = order[(i * batch) % len(order):][:batch]
-        loss = model.loss(examples.batch(pick)[0])
+        with autocast:
+            loss = model.loss(examples.batch(pick)[0])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -82,7 +87,7 @@ def run_case(case: dict, steps: int, threads: int, items: int, seq: int, batch: 
             "sequences_per_s": round(batch / (ms / 1000), 0),
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
             "steps": steps, "threads": threads, "batch": batch, "seq_len": seq, "items": items,
-            "d_model": 64, "layers": 2, "heads": 2}
+            "d_model": 64, "layers": 2, "heads": 2, "precision": precision}
 
 
 def _rss_mb() -> float:
@@ -189,6 +194,7 @@ def main() -> None:
     p.add_argument("--data", action="store_true",
                    help="run the data cases instead (data loading, evaluation) -> bench/results/train_data.json")
     p.add_argument("--case", help=argparse.SUPPRESS)  # internal: run one case in this process
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="step cases: autocast")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "train.json"))
     args = p.parse_args()
     if args.case == "data-loading":
@@ -199,7 +205,8 @@ def main() -> None:
         return
     if args.case:
         case = next(c for c in CASES if c["name"] == args.case)
-        print(json.dumps(run_case(case, args.steps, args.threads, args.items, args.seq, args.batch)))
+        print(json.dumps(run_case(case, args.steps, args.threads, args.items, args.seq, args.batch,
+                                  args.precision)))
         return
     machine = {"cpu_threads": args.threads, "load_average_1min": round(os.getloadavg()[0], 2),
                "python": platform.python_version(), "processor": platform.processor() or platform.machine()}

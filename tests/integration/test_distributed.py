@@ -17,6 +17,7 @@ import yaml
 from seqrec.training.checkpoint import load_checkpoint
 from seqrec.training.evaluation import POLICIES
 from seqrec.training.model import SequenceRecommender
+from seqrec.training.run_log import LOG_DIR
 from seqrec.training.trainer import STATE_FILE, TrainConfig, train
 
 pytestmark = pytest.mark.slow
@@ -112,7 +113,14 @@ def test_torchrun_two_processes_equal_one(variant, etl, side_etl, tmp_path):
         a, b = (a["model"], b["model"]) if name == STATE_FILE else (a, b)
         assert a.keys() == b.keys()
         for key in a:
-            torch.testing.assert_close(b[key], a[key], atol=1e-4, rtol=0, msg=f"{name} {key}")
+            x, y = b[key], a[key]
+            if key.endswith("attn.c_attn.bias"):
+                # GPT-2's key bias has no gradient (softmax ignores a per-query constant): AdamW
+                # turns the float noise of its zero gradient into lr-sized steps, so only the
+                # query and value thirds are compared
+                third = x.numel() // 3
+                x, y = torch.cat([x[:third], x[2 * third:]]), torch.cat([y[:third], y[2 * third:]])
+            torch.testing.assert_close(x, y, atol=1e-4, rtol=0, msg=f"{name} {key}")
     # training moved the weights far beyond the tolerance: the equality is not that of two
     # untouched initialisations
     torch.manual_seed(recipe["seed"])
@@ -124,4 +132,4 @@ def test_torchrun_two_processes_equal_one(variant, etl, side_etl, tmp_path):
     assert {"model.pt", "config.json", "metrics.json", STATE_FILE} <= {Path(w).name for w in written}, written
     assert (audit / "rank1").read_text() == ""
     assert run.stdout.count("checkpoint:") == 1
-    assert {p.name for p in ddp_dir.iterdir()} == {"config.json", "model.pt", "metrics.json", STATE_FILE}
+    assert {p.name for p in ddp_dir.iterdir()} == {"config.json", "model.pt", "metrics.json", STATE_FILE, LOG_DIR}

@@ -47,7 +47,9 @@ def _check(bench, data_dir, backbone, task, lr, dropout, epochs, times_popularit
         f"vs popularity {pop:.4f}")
 
 
-PLM_EPOCHS, PLM_TIMES = 15, 1.7
+# 20 epochs: with training windows that match inference's (the appended mask), the slowest grid
+# point (lr 1e-3, dropout 0.3) stalls for ~15 epochs before it learns (0.065 = 3.2x popularity at 20)
+PLM_EPOCHS, PLM_TIMES = 20, 1.7
 
 
 @pytest.mark.parametrize("lr,dropout", GRID)

@@ -11,6 +11,7 @@ from seqrec.preprocessing.pipeline import read_split
 from seqrec.preprocessing.workflow import ITEM_LIST
 from seqrec.training.backbones import build_backbone
 from seqrec.training.checkpoint import load_checkpoint
+from seqrec.training.loop import data_window
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.trainer import TrainConfig, train
 
@@ -21,8 +22,8 @@ SMALL = {"backbone": "gpt2", "task": "clm", "d_model": 16, "n_layers": 1, "n_hea
 
 @pytest.fixture()
 def saved_backbone(tmp_path, etl):
-    # The max_len train() derives from the data, so the saved config matches the run's.
-    max_len = int(read_split(etl.output_dir, "test")[ITEM_LIST].map(len).max())
+    # The max_len train() derives from the data (the ETL's window), so the saved config matches the run's.
+    max_len = data_window(etl.output_dir, int(read_split(etl.output_dir, "test")[ITEM_LIST].map(len).max()))
     torch.manual_seed(123)
     backbone = build_backbone(ModelConfig(num_items=10, max_len=max_len, **SMALL))
     folder = tmp_path / "gpt2-small"
