@@ -76,5 +76,29 @@ async def drive(url: str, requests, concurrency: int, record, model: str = "seqr
         return time.perf_counter() - t0
 
 
+# Scores that agree to this are a tie: dynamic batching changes how many rows one matrix product
+# holds, and with it the float rounding (about 1e-6 here), so two items tied to that precision
+# may trade places between a lone request and a batched one. Not a changed answer.
+TIE_TOLERANCE = 1e-5
+
+
+def same_answer(got, want, tol: float = TIE_TOLERANCE) -> bool:
+    """Whether two Recommendations of one request agree: the same ids in the same order, except
+    neighbours whose scores tie within `tol` (or the last place, tied with the unseen next one),
+    and every score equal within `tol`."""
+    if got.item_ids == want.item_ids:
+        return True
+    g, w = np.asarray(got.scores, dtype=np.float64), np.asarray(want.scores, dtype=np.float64)
+    if g.shape != w.shape or not np.allclose(g, w, rtol=0, atol=tol, equal_nan=True):
+        return False
+    tied = np.zeros(len(w), dtype=bool)
+    close = np.abs(np.diff(w)) <= tol
+    tied[:-1] |= close
+    tied[1:] |= close
+    tied[-1:] = True
+    differ = np.asarray(got.item_ids) != np.asarray(want.item_ids)
+    return bool(not (differ & ~tied).any())
+
+
 def percentiles(ms: np.ndarray) -> dict:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 3) for q in (50, 90, 99)}

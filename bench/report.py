@@ -139,7 +139,8 @@ def ddp(d: dict) -> str:
 _SERVING = [("model", "model", str), ("concurrency", "concurrency", str), ("requests", "requests", _int), ("bad", "bad", _int),
             ("requests/s", "requests_per_s", _int), ("p50 ms", "p50_ms", _f(2)),
             ("p90 ms", "p90_ms", _f(2)), ("p99 ms", "p99_ms", _f(2)),
-            ("good requests failed", "failed_good", str), ("answers changed", "mismatched", str)]
+            ("good requests failed", "failed_good", str), ("answers changed", "mismatched", str),
+            ("tie swaps", "tie_swaps", str)]
 
 
 def serving(d: dict) -> str:
@@ -147,7 +148,10 @@ def serving(d: dict) -> str:
     ratios = ", ".join(f"{c}: p50 {r['p50']:.2f}x, requests/s {r['requests_per_s']:.2f}x"
                        for c, r in d["seqrec_vs_floor"].items())
     return _columns(d["results"], _SERVING) + (
-        f"\nseqrec against the floor in the same run ({ratios}). Load average at the end of the "
+        (f"\nEach figure is the median of {d['rounds']} rounds in which the floor and seqrec were "
+         f"measured in turn; seqrec against the floor, per round then the median ({ratios})."
+         if d.get("rounds") else f"\nseqrec against the floor in the same run ({ratios}).") +
+        f" Load average at the end of the "
         f"run {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. Server start "
         f"to ready: {d['server_start_s']} s. Targets: p50 at concurrency 1 {t['p50_c1_vs_floor']} the "
         f"floor's, >= {t['requests_per_s_c16']} requests/s at 16 with p99 <= {t['p99_ms_c16']} ms, "

@@ -9,7 +9,8 @@ reference floor, `floor`: a bare two-step python-backend ensemble (identity look
 dynamic batching, the same client) measured in the same run, so the seqrec figures read as
 ratios against what any two-step python ensemble costs here. Each model's server-side time
 split (queue, input copies, compute, output copies per step) comes from Triton's statistics. Every good answer is checked against the
-answer the same session got at concurrency 1, so batching under load cannot silently mix rows.
+answer the same session got at concurrency 1, so batching under load cannot silently mix rows
+(items whose scores tie to 1e-5 may trade places under batching: counted apart, as tie swaps).
 `perf_analyzer` is not used: the pip package `perf-analyzer` resolves here only to a 0.1.0
 placeholder without the binary; the load generator is tritonclient's asyncio gRPC client.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from loadgen import BAD_KINDS, drive, ensure_model, percentiles, workload  # bench/ beside this file
+from loadgen import BAD_KINDS, drive, ensure_model, percentiles, same_answer, workload  # bench/ beside this file
 from seqrec.client import RecommendationError, RecommenderClient
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,14 +119,14 @@ def sequential(url: str, requests, model: str = "seqrec") -> dict:
                 bad_ok += 1
                 continue
             latencies.append(dt * 1000)
-            answers.setdefault(key, rec.item_ids)
+            answers.setdefault(key, rec)
     return dict(latencies=np.array(latencies), answers=answers, failed_good=failed_good,
                 bad_answered=bad_ok)
 
 
 def _concurrent(url: str, requests, concurrency: int, answers: dict,
                 model: str = "seqrec") -> dict:
-    stats = dict(failed_good=0, mismatched=0, bad_answered=0, latencies=[])
+    stats = dict(failed_good=0, mismatched=0, tie_swaps=0, bad_answered=0, latencies=[])
 
     def record(i, answer, t0, t1):
         key, _, bad = requests[i]
@@ -135,8 +136,9 @@ def _concurrent(url: str, requests, concurrency: int, answers: dict,
         stats["latencies"].append((t1 - t0) * 1000)
         if bad:
             stats["bad_answered"] += 1
-        elif key in answers and answer.item_ids != answers[key]:
-            stats["mismatched"] += 1
+        elif key in answers:
+            stats["mismatched"] += not same_answer(answer, answers[key])
+            stats["tie_swaps"] += answer.item_ids != answers[key].item_ids
 
     stats["seconds"] = asyncio.run(drive(url, requests, concurrency, record, model))
     stats["latencies"] = np.array(stats["latencies"])
@@ -196,6 +198,22 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
     return out
 
 
+def summarise(rows) -> list[dict]:
+    """One row per (model, concurrency): counts summed over the rounds, rates and latency
+    percentiles as the median of the rounds'."""
+    out = []
+    for key in dict.fromkeys((r["model"], r["concurrency"]) for r in rows):
+        group = [r for r in rows if (r["model"], r["concurrency"]) == key]
+        row = dict(model=key[0], concurrency=key[1])
+        for name in ("requests", "bad", "failed_good", "mismatched", "tie_swaps", "bad_answered"):
+            row[name] = sum(r[name] for r in group)
+        for name in group[0]:
+            if name.endswith("_ms") or name == "requests_per_s":
+                row[name] = round(float(np.median([r[name] for r in group])), 3)
+        out.append(row)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--config", default=str(ROOT / "configs/ml-100k.yaml"))
@@ -204,6 +222,9 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=10_000)
     ap.add_argument("--bad-share", type=float, default=0.1)
     ap.add_argument("--concurrency", default="8,16,32")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="floor and seqrec measured in turn this many times (load drifts on a "
+                         "shared machine; the table gives each figure's median over the rounds)")
     ap.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
     ap.add_argument("--no-compile", action="store_true",
                     help="serve the plain torch.export program (no AOTInductor scorer)")
@@ -220,19 +241,21 @@ def main() -> None:
     floor_requests = [r for r in requests if not r[2]]  # the floor answers anything: good ones only
     rows = []
 
-    def measure(url, model, reqs):
+    def measure(url, model, reqs, round_):
         n_bad = sum(b for _, _, b in reqs)
         seq = sequential(url, reqs, model)
-        rows.append(dict(model=model, concurrency=1, requests=len(reqs), bad=n_bad,
-                         failed_good=seq["failed_good"], mismatched=0,
+        rows.append(dict(model=model, round=round_, concurrency=1, requests=len(reqs), bad=n_bad,
+                         failed_good=seq["failed_good"], mismatched=0, tie_swaps=0,
                          bad_answered=seq["bad_answered"],
                          requests_per_s=round(len(seq["latencies"]) / (seq["latencies"].sum() / 1000
                                                                        + 1e-9), 1),
                          **percentiles(seq["latencies"])))
         for c in (int(x) for x in args.concurrency.split(",")):
             st = _concurrent(url, reqs, c, seq["answers"], model)
-            rows.append(dict(model=model, concurrency=c, requests=len(reqs), bad=n_bad,
+            rows.append(dict(model=model, round=round_, concurrency=c, requests=len(reqs),
+                             bad=n_bad,
                              failed_good=st["failed_good"], mismatched=st["mismatched"],
+                             tie_swaps=st["tie_swaps"],
                              bad_answered=st["bad_answered"],
                              requests_per_s=round(len(reqs) / st["seconds"], 1),
                              **percentiles(st["latencies"])))
@@ -244,16 +267,22 @@ def main() -> None:
                 for _, items, bad in requests[:50]:
                     if not bad:
                         warm.recommend(items)
-        measure(server.grpc_url, FLOOR, floor_requests)
-        measure(server.grpc_url, "seqrec", requests)
+        per_round = -(-len(requests) // args.rounds)
+        for r in tqdm(range(args.rounds), desc="rounds"):
+            chunk = requests[r * per_round:(r + 1) * per_round]
+            measure(server.grpc_url, FLOOR, [q for q in chunk if not q[2]], r)
+            measure(server.grpc_url, "seqrec", chunk, r)
         split = server_split(server.grpc_url, ("seqrec", "seqrec_preprocess", "seqrec_model",
                                                FLOOR, FLOOR_LOOKUP, FLOOR_SLICE))
         startup = server.startup_seconds
-    by = {(r["model"], r["concurrency"]): r for r in rows}
-    ratios = {f"c{c}": dict(p50=round(by["seqrec", c]["p50_ms"] / by[FLOOR, c]["p50_ms"], 2),
-                            requests_per_s=round(by["seqrec", c]["requests_per_s"]
-                                                 / by[FLOOR, c]["requests_per_s"], 2))
-              for c in sorted({c for _, c in by})}
+    summary = summarise(rows)
+    by = {(r["model"], r["round"], r["concurrency"]): r for r in rows}
+
+    def ratio(c, key):  # per round (floor and seqrec minutes apart), then the median
+        return round(float(np.median([by["seqrec", r, c][key] / by[FLOOR, r, c][key]
+                                      for r in range(args.rounds)])), 2)
+    ratios = {f"c{c}": dict(p50=ratio(c, "p50_ms"), requests_per_s=ratio(c, "requests_per_s"))
+              for c in sorted({r["concurrency"] for r in rows})}
     # concurrency 1: requests/s is 1 / mean latency of good requests (the loop has no think time)
     result = dict(
         what="gRPC load on the served MovieLens-100k GPT-2 ensemble and on the bare two-step "
@@ -266,15 +295,16 @@ def main() -> None:
         "placeholder here)",
         targets=dict(p50_c1_vs_floor="<= 2x", requests_per_s_c16=1000, p99_ms_c16=25,
                      failed_or_changed_good=0),
-        seqrec_vs_floor=ratios, server_split_us_per_request=split,
-        profile_us_per_call=profile(repo, requests), results=rows)
+        rounds=args.rounds, seqrec_vs_floor=ratios, server_split_us_per_request=split,
+        profile_us_per_call=profile(repo, requests), results=summary, rounds_results=rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    cols = ["model", "concurrency", "requests", "bad", "failed_good", "mismatched", "requests_per_s",
+    cols = ["model", "concurrency", "requests", "bad", "failed_good", "mismatched", "tie_swaps",
+            "requests_per_s",
             "p50_ms", "p90_ms", "p99_ms"]
     print(" ".join(f"{c:>14}" for c in cols))
-    for r in rows:
+    for r in summary:
         print(" ".join(f"{r[c]:>14}" for c in cols))
     print("seqrec / floor:", json.dumps(ratios))
     print("server split (us per request):", json.dumps(split, indent=1))
