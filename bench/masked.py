@@ -28,9 +28,10 @@ from bench_data import ml100k_data, t4r_data  # noqa: E402
 DATASETS = {"ml-100k": ml100k_data, "t4r": t4r_data}
 
 
-def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64,
+def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int | None = 64,
         seed: int = 42, train: dict | None = None) -> dict:
-    """Trains `epochs` epochs (no early stopping) and evaluates on valid after each one."""
+    """Trains `epochs` epochs (no early stopping) and evaluates on valid after each one.
+    batch_size None: the trainer's default rule (training/loop.py::default_batch_size)."""
     from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
     from seqrec.training.trainer import TrainConfig, train as fit
 
@@ -44,6 +45,7 @@ def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64
     return {"valid_ndcg10": [round(v, 5) for v in result.valid_history],
             "loss": [round(v, 4) for v in result.losses],
             "best_valid_ndcg10": round(max(result.valid_history), 5),
+            "batch_size": result.batch_size,
             "best_epoch": int(np.argmax(result.valid_history)) + 1,
             "popularity_valid_ndcg10": round(result.popularity_valid["ndcg@10"], 5),
             # the best-validation epoch's weights on test: reported, never used to choose
@@ -54,6 +56,7 @@ def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64
 
 
 GRID = [(lr, dropout) for lr in (1e-3, 3e-3) for dropout in (0.1, 0.3)]
+SMALL = {"d_model": 64, "n_layers": 2, "n_heads": 2}
 # The options as they were before these measurements (pinned: the defaults have since changed).
 BASE = {"d_model": 64, "n_layers": 2, "n_heads": 2, "mask_last_prob": 0.0, "embedding_std": 0.02,
         "embedding_norm": False, "rtd_lambda": 50.0}
@@ -132,6 +135,19 @@ def experiments() -> dict[str, dict]:
             exps[f"{data}/{backbone}-{task}/lr{lr:g}-do{dropout}/{label}"] = dict(
                 data=data, lr=lr, model={**BASE, "backbone": backbone, "task": task, "dropout": dropout,
                                          **options})
+    # the shipped defaults (no pinned options) on MovieLens, 10 epochs: the batch size against the
+    # grid (the stall is a shortage of optimizer steps), then RTD's discriminator weight
+    for backbone, task in (("bert", "mlm"), ("xlnet", "plm"), ("electra", "rtd")):
+        for lr, dropout in GRID:
+            for batch in (16, 64):
+                exps[f"ml-100k/{backbone}-{task}/lr{lr:g}-do{dropout}/defaults-batch-{batch}"] = dict(
+                    data="ml-100k", lr=lr, epochs=10, train={"batch_size": batch},
+                    model={**SMALL, "backbone": backbone, "task": task, "dropout": dropout})
+    for lam in (1.0, 10.0):  # 50 is the default: defaults-batch-*
+        for batch in (16, 64):
+            exps[f"ml-100k/electra-rtd/lr0.001-do0.1/rtd-lambda-{lam:g}-batch-{batch}"] = dict(
+                data="ml-100k", lr=1e-3, epochs=10, train={"batch_size": batch},
+                model={**SMALL, "backbone": "electra", "task": "rtd", "dropout": 0.1, "rtd_lambda": lam})
     # the causal reference on the same harness: how fast a next-item task learns here
     for data in ("ml-100k", "t4r"):
         exps[f"{data}/gpt2-clm/lr0.001-do0.1/reference"] = dict(
