@@ -34,6 +34,22 @@ def lr_factor(step: int, warmup_steps: int, total_steps: int, decay: str) -> flo
     return 1.0 - done if decay == "linear" else 0.5 * (1.0 + np.cos(np.pi * done))
 STATE_FILE = "trainer_state.pt"
 
+# The batch when none is configured. A masked task (MLM, PLM, RTD) sits at the popularity level
+# until it has taken enough optimizer steps, whatever the epochs (bench/masked.py, MovieLens BERT
+# MLM: 31 steps per epoch at batch 64 stall where batch 16 learns), so its batch shrinks until an
+# epoch has MASKED_MIN_STEPS steps, never below MASKED_MIN_BATCH (small batches cost time per
+# example on CPU); large data keeps DEFAULT_BATCH_SIZE.
+DEFAULT_BATCH_SIZE = 64
+MASKED_MIN_STEPS = 120
+MASKED_MIN_BATCH = 16
+
+
+def default_batch_size(model: SequenceRecommender, n_examples: int) -> int:
+    """The global batch for `n_examples` training examples per epoch when none is configured."""
+    if not model.task.uses_mask_token:
+        return DEFAULT_BATCH_SIZE
+    return int(np.clip(n_examples // MASKED_MIN_STEPS, MASKED_MIN_BATCH, DEFAULT_BATCH_SIZE))
+
 
 def resolve_device(name: str, ctx: distributed.Context = distributed.SINGLE) -> torch.device:
     """The configured device, checked; under torchrun each rank takes cuda:LOCAL_RANK."""
@@ -165,11 +181,12 @@ class Trainer:
     run whichever loop builds it."""
 
     def __init__(self, model_cfg: ModelConfig, statistics_rows: Rows, statistics_features: dict | None, *,
-                 seed: int, lr: float, weight_decay: float, device: str, batch_size: int,
+                 seed: int, lr: float, weight_decay: float, device: str, batch_size: int | None,
                  steps_per_epoch: int | None = None, precision: str = "fp32",
                  ctx: distributed.Context = distributed.SINGLE):
         """statistics_*: the rows whose side-feature values standardise the continuous columns
-        and whose item counts drive sampled negatives (the training split, or the first window)."""
+        and whose item counts drive sampled negatives (the training split, or the first window).
+        batch_size None: `default_batch_size` of each epoch's examples."""
         self.ctx = ctx
         self.device = resolve_device(device, ctx)
         self.model = model = SequenceRecommender(model_cfg)
@@ -188,17 +205,21 @@ class Trainer:
     def schedule(self, examples: "Examples", epochs: int, warmup_steps: int, decay: str) -> None:
         """A per-batch learning-rate schedule: linear warm-up over `warmup_steps`, then constant
         or a linear / cosine decay to 0 at the end of `epochs` epochs over `examples`."""
-        steps = -(-len(examples) // self.batch_size)
+        steps = -(-len(examples) // self.batch_for(examples))
         total = epochs * min(steps, self.steps_per_epoch or steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup_steps, total, decay))
+
+    def batch_for(self, examples: "Examples") -> int:
+        """The global batch an epoch over `examples` trains with."""
+        return self.batch_size or default_batch_size(self.model, len(examples))
 
     def units(self, rows: Rows, features: dict | None = None) -> Examples:
         return training_units(self.model, rows, self.model.cfg.max_len, features)
 
     def epoch(self, examples: Examples) -> float:
         """One epoch over the examples; the mean training loss."""
-        return run_epoch(self.model, self.optimizer, examples, self.generator, self.batch_size,
+        return run_epoch(self.model, self.optimizer, examples, self.generator, self.batch_for(examples),
                          self.steps_per_epoch, self.step_loss, self.precision, self.scheduler)
 
     def save_state(self, path: Path, **progress) -> None:

@@ -30,7 +30,7 @@ class TrainConfig:
     data_dir: str = "artifacts/ml-100k/data"
     output_dir: str = "artifacts/ml-100k/model"
     epochs: int = 40
-    batch_size: int = 64
+    batch_size: int | None = None  # None: 64, smaller for masked tasks on small data (loop.default_batch_size)
     lr: float = 2e-3
     weight_decay: float = 0.01
     warmup_steps: int = 0  # linear learning-rate warm-up over this many optimizer steps
@@ -51,6 +51,8 @@ class TrainConfig:
         structure_nested(self)
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay {self.lr_decay!r}: choose from {LR_DECAYS}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise ValueError(f"batch_size {self.batch_size} must be >= 1 (or unset for the default)")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be >= 0")
         check_run_options(self.precision, self.device)
@@ -74,6 +76,7 @@ class TrainResult:
     max_len: int = 0  # the model's window (history items it reads)
     train_interactions: int = 0  # items in the training sequences
     train_targets: int = 0  # of them, trained as a target each epoch (sliding windows)
+    batch_size: int = 0  # the global batch trained with (the configured one, or the default rule's)
 
 
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
@@ -166,6 +169,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         max_len=max_len,
         train_interactions=int(rows["train"].lengths.sum()),
         train_targets=examples.targets,
+        batch_size=trainer.batch_for(examples),
     )
     if ctx.main:
         (out / "metrics.json").write_text(json.dumps({"train_config": asdict(cfg), **asdict(result),

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from seqrec.preprocessing.workflow import FIRST_ITEM_ID, PAD_ID
 from seqrec.training.model import ModelConfig, SequenceRecommender
 from seqrec.training.tasks.base import bernoulli_mask, mask_last
-from seqrec.training.loop import lr_factor
+from seqrec.training.data import Ragged
+from seqrec.training.loop import (DEFAULT_BATCH_SIZE, MASKED_MIN_BATCH, MASKED_MIN_STEPS, Trainer,
+                                  default_batch_size, lr_factor)
 from seqrec.training.trainer import TrainConfig
 
 
@@ -130,3 +133,39 @@ def test_positions_from_the_end_put_the_last_real_item_at_the_last_position():
                                   model.hidden_states(items[:1])[0, :4])
     with pytest.raises(ValueError, match="positions 'middle'"):
         ModelConfig(num_items=50, backbone="bert", task="mlm", positions="middle")
+
+
+def _trainer(backbone, task, n_rows, batch_size=None):
+    rng = np.random.default_rng(0)
+    rows = Ragged.from_lists([rng.integers(FIRST_ITEM_ID, 40, 6) for _ in range(n_rows)])
+    cfg = ModelConfig(backbone=backbone, task=task, d_model=8, n_layers=1, n_heads=1, num_items=40, max_len=8)
+    trainer = Trainer(cfg, rows, None, seed=0, lr=1e-3, weight_decay=0.0, device="cpu", batch_size=batch_size)
+    return trainer, trainer.units(rows)
+
+
+def test_default_batch_gives_masked_tasks_enough_steps_per_epoch():
+    causal, _ = _trainer("gpt2", "clm", 4)
+    masked, _ = _trainer("bert", "mlm", 4)
+    for n in (1, MASKED_MIN_STEPS * MASKED_MIN_BATCH, 10 ** 7):
+        assert default_batch_size(causal.model, n) == DEFAULT_BATCH_SIZE
+    assert default_batch_size(masked.model, 10) == MASKED_MIN_BATCH  # never below the floor
+    assert default_batch_size(masked.model, 10 ** 7) == DEFAULT_BATCH_SIZE  # large data keeps 64
+    for n in range(MASKED_MIN_STEPS * MASKED_MIN_BATCH, MASKED_MIN_STEPS * DEFAULT_BATCH_SIZE, 997):
+        batch = default_batch_size(masked.model, n)
+        assert MASKED_MIN_BATCH <= batch < DEFAULT_BATCH_SIZE
+        assert -(-n // batch) >= MASKED_MIN_STEPS  # an epoch's steps
+
+
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_trainer_epoch_takes_the_configured_or_default_batch(batch_size):
+    trainer, examples = _trainer("bert", "mlm", 50, batch_size)
+    expected = batch_size or default_batch_size(trainer.model, len(examples))
+    assert trainer.batch_for(examples) == expected
+    trainer.schedule(examples, epochs=1, warmup_steps=0, decay="none")
+    trainer.epoch(examples)
+    assert trainer.scheduler.last_epoch == -(-len(examples) // expected)  # optimizer steps taken
+
+
+def test_batch_size_is_checked():
+    with pytest.raises(ValueError, match="batch_size 0"):
+        TrainConfig(batch_size=0)
