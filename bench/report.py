@@ -214,12 +214,35 @@ def masked(d: dict) -> str:
         best = max(range(len(curve)), key=curve.__getitem__)
         test = (f"{r['test_ndcg10']:.4f} ({r['test_ndcg10'] / r['popularity_test_ndcg10']:.2f}x)"
                 if "test_ndcg10" in r else "-")
-        rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(len(curve)),
-                     f"{curve[best]:.4f}", str(best + 1),
+        rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(_masked_batch(r)),
+                     str(len(curve)), f"{curve[best]:.4f}", str(best + 1),
                      f"{curve[best] / r['popularity_valid_ndcg10']:.2f}", test])
-    return _table(["run (data/combo/grid point/option)", "lr", "dropout", "epochs",
-                   "best valid NDCG@10", "best epoch", "x popularity (valid)",
-                   "test NDCG@10 (x popularity)"], rows)
+    return _masked_batches(d) + "\n" + _table(
+        ["run (data/combo/grid point/option)", "lr", "dropout", "batch", "epochs", "best valid NDCG@10",
+         "best epoch", "x popularity (valid)", "test NDCG@10 (x popularity)"], rows)
+
+
+def _masked_batch(r: dict) -> int:
+    # runs before the batch was recorded took bench/masked.py's batch 64 unless `train` said otherwise
+    return r.get("batch_size") or r.get("train", {}).get("batch_size", 64)
+
+
+def _masked_batches(d: dict) -> str:
+    """The shipped defaults at batch 16 and 64, side by side per grid point (runs named
+    <data>/<combo>/<grid point>/defaults-batch-<N>): best valid NDCG@10 (x popularity)."""
+    cells, batches = {}, set()
+    for run, r in d.items():
+        head, _, variant = run.rpartition("/")
+        if variant.startswith("defaults-batch-"):
+            batches.add(_masked_batch(r))
+            cells.setdefault(head, {})[_masked_batch(r)] = (
+                f"{r['best_valid_ndcg10']:.4f} ({r['best_valid_ndcg10'] / r['popularity_valid_ndcg10']:.2f}x, "
+                f"epoch {r['best_epoch']}/{r['epochs']})")
+    if not cells:
+        return ""
+    order = sorted(batches)
+    return _table(["data/combo/grid point (shipped defaults)"] + [f"batch {b}: best valid NDCG@10" for b in order],
+                  [[head] + [row.get(b, "not run") for b in order] for head, row in cells.items()])
 
 
 def scaling(d: dict) -> str:
