@@ -40,7 +40,7 @@ STATE_FILE = "trainer_state.pt"
 # epoch has MASKED_MIN_STEPS steps, never below MASKED_MIN_BATCH (small batches cost time per
 # example on CPU); large data keeps DEFAULT_BATCH_SIZE.
 DEFAULT_BATCH_SIZE = 64
-MASKED_MIN_STEPS = 120
+MASKED_MIN_STEPS = 150
 MASKED_MIN_BATCH = 16
 
 
