@@ -186,19 +186,21 @@ def real_tokens(batch: dict[str, np.ndarray]) -> int:
 
 
 @torch.no_grad()
-def encode_items(model: Recformer, tokens: ItemTokens, batch_size: int, speed: Speed | None = None) -> torch.Tensor:
+def encode_items(model: Recformer, tokens: ItemTokens, batch_size: int, speed: Speed | None = None,
+                 items: np.ndarray | None = None) -> torch.Tensor:
     """[num_items, d]: every item encoded alone (reserved ids too: they are never ranked), in
-    batches of similar token counts."""
+    batches of similar token counts; with `items`, [len(items), d]: those items only."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    out = torch.zeros(tokens.num_items, model.cfg.d_model, device=device)
-    for index in length_batches(tokens.lengths, batch_size):
-        values, offsets = single_items(index)
+    items = np.arange(tokens.num_items) if items is None else np.asarray(items, dtype=np.int64)
+    out = torch.zeros(len(items), model.cfg.d_model, device=device)
+    for index in length_batches(tokens.lengths[items], batch_size):
+        values, offsets = single_items(items[index])
         out[torch.from_numpy(index).to(device)] = model.represent(to_tensors(_pack(model, tokens, values, offsets), device))
     if speed is not None:
-        speed.tokens += tokens.num_items  # items, for items/s
+        speed.tokens += len(items)  # items, for items/s
         speed.seconds += time.perf_counter() - started
     model.train(was_training)
     return out
