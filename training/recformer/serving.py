@@ -17,8 +17,7 @@ from torch import nn
 from seqrec.client.contract import TEXT_KEYS
 
 from ..scoring import Scorer
-from .model import Recformer, load_recformer
-from .train import ITEM_MATRIX_FILE  # [num encoded ids, d]: the served catalogue
+from .model import ITEM_MATRIX_FILE, Recformer, load_recformer
 
 
 class TextScorer(nn.Module):

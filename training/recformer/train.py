@@ -40,14 +40,13 @@ from ..loop import check_run_options, resolve_device
 from .batching import gather_prefixes, length_batches, pack, prefix_examples, single_items, to_tensors
 from .coldstart import cold_items, drop_items, split_targets
 from .losses import contrastive_loss, finetune_loss, mask_tokens, mlm_loss
-from .model import Recformer, RecformerModelConfig, build_recformer, load_recformer, save_recformer
+from .model import ITEM_MATRIX_FILE, Recformer, RecformerModelConfig, build_recformer, load_recformer, save_recformer
 
 Variant = Literal["fix", "original", "variable", "training-only", "fine-tuning-only"]
 # variant -> (stage 1's I, stage 2's I); None: the stage does not run
 VARIANTS: dict[str, tuple[str | None, str | None]] = {
     "fix": ("fixed", "fixed"), "original": ("fixed", "trainable"), "variable": ("trainable", "fixed"),
     "training-only": ("fixed", None), "fine-tuning-only": (None, "trainable")}
-ITEM_MATRIX_FILE = "item_matrix.npy"
 ML100K_ATTRIBUTES = {"title": "movie_title", "genre": "class", "year": "release_year"}
 
 
