@@ -113,6 +113,8 @@ def test_served_text_model_matches_offline_and_adds_items_live(tmp_path, etl, ca
         assert new_id in after.item_ids[:2] and known in after.item_ids[:2], after
         score = after.scores[after.item_ids.index(new_id)]
         assert score == pytest.approx(1 / model.cfg.temperature, abs=1e-3)
+        # a history holding the new item is packed from its text: it reads as the item's twin
+        assert known in client.recommend([new_id], k=K).item_ids[:2]
         # the rest of the catalogue answers as before: the old items' matrix rows are unchanged
         again = client.recommend_batch(raw[:50], k=K)
         for got, old in zip(again, want_ids[:50].tolist()):
