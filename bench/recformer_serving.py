@@ -33,7 +33,7 @@ SHORT = {"pretrain": {"epochs": 0},
 def trained(workdir: Path):
     import yaml
 
-    from seqrec.config import section
+    from seqrec.config import resolve_paths, section
     from seqrec.preprocessing.pipeline import run_etl
     from seqrec.training.recformer.train import train_recformer
 
@@ -41,6 +41,7 @@ def trained(workdir: Path):
     recipe["workdir"] = str(workdir)
     for key, value in SHORT.items():
         recipe["recformer"][key] = {**recipe["recformer"].get(key, {}), **value} if isinstance(value, dict) else value
+    recipe = resolve_paths(recipe)  # every path under the workdir
     etl = section(recipe, "etl")
     if not (Path(etl.output_dir) / "test.parquet").is_file():
         run_etl(etl)
