@@ -228,20 +228,20 @@ def _masked_batch(r: dict) -> int:
 
 
 def _masked_batches(d: dict) -> str:
-    """The shipped defaults at batch 16 and 64, side by side per grid point (runs named
-    <data>/<combo>/<grid point>/defaults-batch-<N>): best valid NDCG@10 (x popularity)."""
+    """The same options at several batch sizes, side by side (runs named
+    <data>/<combo>/<grid point>/<options>-batch-<N>): best valid NDCG@10 (x popularity)."""
     cells, batches = {}, set()
     for run, r in d.items():
-        head, _, variant = run.rpartition("/")
-        if variant.startswith("defaults-batch-"):
+        found = re.fullmatch(r"(.+)-batch-\d+", run)
+        if found:
             batches.add(_masked_batch(r))
-            cells.setdefault(head, {})[_masked_batch(r)] = (
+            cells.setdefault(found[1], {})[_masked_batch(r)] = (
                 f"{r['best_valid_ndcg10']:.4f} ({r['best_valid_ndcg10'] / r['popularity_valid_ndcg10']:.2f}x, "
                 f"epoch {r['best_epoch']}/{r['epochs']})")
     if not cells:
         return ""
     order = sorted(batches)
-    return _table(["data/combo/grid point (shipped defaults)"] + [f"batch {b}: best valid NDCG@10" for b in order],
+    return _table(["data/combo/grid point/options"] + [f"batch {b}: best valid NDCG@10" for b in order],
                   [[head] + [row.get(b, "not run") for b in order] for head, row in cells.items()])
 
 
