@@ -213,3 +213,18 @@ def test_project_errors_are_value_errors_too():
     assert issubclass(InteractionError, SeqrecError)
     assert str(ConfigError("b", "bad").under("a")) == "a.b: bad"
     assert str(ConfigError("", "bad").under("a")) == "a: bad"
+
+
+def test_incremental_serve_keys_are_typed_and_checked(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    head = "workdir: w\nincremental:\n"
+    recipe.write_text(head + "  serve:\n    repository: repo\n    url: 127.0.0.1:8001\n")
+    serve = section(load_recipe(recipe), "incremental").serve
+    assert (serve.repository, serve.url, serve.key_file, serve.request_rows) == \
+        ("repo", "127.0.0.1:8001", None, 64)
+    recipe.write_text(head + "  serve:\n    repo: x\n")
+    with pytest.raises(ConfigError, match=r"^incremental\.serve: unknown key 'repo'; valid: key_file, repository"):
+        section(load_recipe(recipe), "incremental")
+    recipe.write_text(head + "  serve:\n    request_rows: 0\n")
+    with pytest.raises(ConfigError, match=r"^incremental\.serve: request_rows must be >= 1"):
+        section(load_recipe(recipe), "incremental")
