@@ -150,6 +150,10 @@ def serve_incremental(cfg: IncrementalConfig, progress: bool = True,
     if cfg.model.side is not None:
         raise SeqrecError("incremental --serve evaluates through the server with item ids only: "
                           "a model with side features is not supported (drop model.side_features)")
+    limit = ExportConfig.max_batch_size
+    if serve.request_rows > limit:
+        raise SeqrecError(f"incremental.serve.request_rows: {serve.request_rows} sessions per "
+                          f"request is more than the exported max_batch_size ({limit})")
     repository = Path(serve.repository or Path(cfg.output_dir) / "model_repository")
     repository.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
