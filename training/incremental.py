@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 from seqrec.preprocessing.arrays import ITEM_LIST
 
 from .checkpoint import save_checkpoint
@@ -68,8 +68,7 @@ class IncrementalConfig:
     serve: ServeConfig = field(default_factory=ServeConfig)  # used with --serve only
 
     def __post_init__(self):
-        self.model = structure(ModelConfig, self.model, "model")
-        self.serve = structure(ServeConfig, self.serve, "serve")
+        structure_nested(self)
         check_run_options(self.precision, self.device)
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")

@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-from seqrec.config import SECTIONS, build, derived, load_recipe, section, structure
+from seqrec.config import SECTIONS, build, derived, load_recipe, section, structure, structure_nested
 from seqrec.errors import ConfigError, SeqrecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -245,3 +245,20 @@ def test_incremental_serve_refuses_before_training(tmp_path, capsys, serve, mess
     assert main(["incremental", "--serve", "--config", str(recipe)]) == 2
     assert capsys.readouterr().err.startswith(message)
     assert not (tmp_path / "w").exists()  # nothing trained, nothing written
+
+
+@dataclass
+class Built:
+    inner: Inner | None = None
+    rate: float = 0.5
+
+    def __post_init__(self):
+        structure_nested(self)
+
+
+def test_configs_built_in_code_structure_their_nested_mappings():
+    built = Built(inner={"name": "n", "mode": "b"})
+    assert built.inner == Inner(name="n", mode="b")
+    assert Built().inner is None
+    with pytest.raises(ConfigError, match=r"inner: unknown key 'mod'.*did you mean 'mode'"):
+        Built(inner={"name": "n", "mod": "b"})
