@@ -8,6 +8,10 @@
                            the one scorer (training/scoring.py), checked against the eager scorer
                            on real histories; torch alone runs it; ids mapped back. With
                            compile_scorer also scorer_compiled.pt2 (AOTInductor), served instead
+With `ranker` (a `seqrec rank` output on the same item vocabulary) the export is a two-stage
+ensemble: the model step's program is retrieval (the scorer's top `candidates`) + ranking (the
+ranker over history + candidate, all candidates in one batched pass), training/ranker/two_stage.py,
+checked like the scorer; the answer is ranked by the ranker and carries `ranker_scores` too.
 Both python models carry runtime.py (numpy: parsing, row errors, batching, answers) and the
 tensor contract (client/contract.py), from which every config.pbtxt is rendered (contract.py).
 A model trained with side features adds one optional ensemble input per raw side column,
@@ -38,7 +42,8 @@ from seqrec.training.scoring import Scorer
 
 from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS,
                                     FINGERPRINT_FILE, MODEL, MODEL_OUTPUTS, PREPROCESS,
-                                    ROW_ERRORS, STEP_TENSORS)
+                                    ROW_ERRORS, STEP_TENSORS, TWO_STAGE_MODEL_OUTPUTS,
+                                    TWO_STAGE_OUTPUTS)
 
 from . import contract
 from .lookup import ItemLookup
@@ -66,6 +71,10 @@ class ExportConfig:
     # Also compile the program with AOTInductor (needs a C++ compiler here, minutes on 2 cores;
     # CPU instances only): the served step then runs C++ kernels instead of Python per operator.
     compile_scorer: bool = False
+    # A `seqrec rank` output directory: serve retrieval + ranking (the ranker re-ranks the top
+    # `candidates` the model retrieves); trained on the same ETL output as the model.
+    ranker: str | None = None
+    candidates: int = 100  # retrieved per row for the ranker (two-stage only); k <= candidates
 
 
 class ScorerFallbackWarning(RuntimeWarning):
@@ -137,18 +146,35 @@ def _check_histories(data_dir: Path, side=None, n: int = 256):
     return histories, features
 
 
-def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path) -> str:
+def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path,
+                       *more: Path) -> str:
     """16 hex digits naming what the two members of an export must agree on: the lookup (and
-    side lookup), the model step's vocabulary and the model's files. Written into both members'
-    version folders; the model step refuses step tensors carrying another one."""
+    side lookup), the model step's vocabulary and the model's files (and the ranker's: `more`).
+    Written into both members' version folders; the model step refuses step tensors carrying
+    another one."""
     h = hashlib.sha256()
     lookup.digest(h)
     if side is not None:
         side.digest(h)
     h.update(np.ascontiguousarray(vocabulary, dtype=np.int64).tobytes())
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(checkpoint)).encode() + path.read_bytes())
+    for folder in (checkpoint, *more):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _two_stage(cfg: ExportConfig, model, vocabulary: np.ndarray):
+    """The two-stage module for an export with `ranker` (None without), its inputs checked."""
+    if cfg.ranker is None:
+        return None
+    from seqrec.training.ranker.two_stage import check_vocabulary, load_ranker, two_stage_module
+
+    check_vocabulary(cfg.ranker, vocabulary, cfg.model_dir)
+    catalogue = int((vocabulary >= 0).sum())
+    if not cfg.top_k <= cfg.candidates <= catalogue:
+        raise ValueError(f"candidates must be between top_k ({cfg.top_k}) and the number of items "
+                         f"({catalogue}), got {cfg.candidates}")
+    return two_stage_module(model, load_ranker(cfg.ranker), cfg.candidates, cfg.exclude_seen)
 
 
 def export_repository(cfg: ExportConfig) -> Path:
@@ -171,6 +197,7 @@ def export_repository(cfg: ExportConfig) -> Path:
                          "instances (export with gpu: false, or without compile_scorer)")
     if cfg.max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
+    two_stage = _two_stage(cfg, model, vocabulary)
     lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
     side = None if model.cfg.side is None else build_side_lookup(workflow, model.cfg.side)
     side_raw, side_between = side_tensors(side)
@@ -194,15 +221,22 @@ def export_repository(cfg: ExportConfig) -> Path:
         # trainer_state.pt holds the optimizer state: only training needs it
         skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
+        if two_stage is not None:  # what the fallback loads; part of the fingerprint
+            shutil.copytree(cfg.ranker, rec / "ranker", ignore=shutil.ignore_patterns(
+                "*.tmp", "generative.pt"))
         np.save(rec / "item_vocabulary.npy", vocabulary)
         histories, features = _check_histories(data_dir, model.cfg.side)
         why_not = export_scorer(model, histories, rec, cfg.exclude_seen, features=features,
-                                compile=cfg.compile_scorer)
+                                compile=cfg.compile_scorer, module=two_stage)
         params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
                   "torch_threads": str(cfg.torch_threads),
                   # the scorer's widest window: the step runs min(this, batch width)
                   "window": str(Scorer(model).keep),
                   "scorer": COMPILED_FILE if cfg.compile_scorer else SCORER_FILE}
+        pre_params, outputs, model_outputs = {}, ENSEMBLE_OUTPUTS, MODEL_OUTPUTS
+        if two_stage is not None:
+            params["candidates"] = pre_params["max_k"] = str(cfg.candidates)
+            outputs, model_outputs = TWO_STAGE_OUTPUTS, TWO_STAGE_MODEL_OUTPUTS
         if why_not:
             if not cfg.allow_fallback:
                 raise ValueError(
@@ -214,18 +248,20 @@ def export_repository(cfg: ExportConfig) -> Path:
                           f"seqrec.training: {why_not}", ScorerFallbackWarning, stacklevel=2)
         (staging / ENSEMBLE).mkdir()
 
-        fingerprint = export_fingerprint(lookup, side, vocabulary, rec / "checkpoint")
+        fingerprint = export_fingerprint(lookup, side, vocabulary, rec / "checkpoint",
+                                         *([rec / "ranker"] if two_stage is not None else []))
         for member in (pre, rec):  # in the version folders: a config serves older versions too
             (member / FINGERPRINT_FILE).write_text(fingerprint + "\n")
         common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
         configs = {
             PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",
-                                              count=1, parameters={}, all_optional=True, **common),
-            MODEL: contract.python_model(MODEL, step, MODEL_OUTPUTS, kind=kind, count=cfg.instances,
+                                              count=1, parameters=pre_params, all_optional=True,
+                                              **common),
+            MODEL: contract.python_model(MODEL, step, model_outputs, kind=kind, count=cfg.instances,
                                          parameters=params, **common),
-            ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, ENSEMBLE_OUTPUTS,
+            ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, outputs,
                                         [(PREPROCESS, raw_in, step + (ROW_ERRORS,)),
-                                         (MODEL, step, MODEL_OUTPUTS)],
+                                         (MODEL, step, model_outputs)],
                                         max_batch_size=cfg.max_batch_size),
         }
         publish_export(final, staging, configs, members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)

@@ -26,7 +26,9 @@ class TritonPythonModel:
         here = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         fingerprint = fingerprint_value((here / FINGERPRINT_FILE).read_text().strip())
-        self.runtime = Preprocessor(ItemLookup.load(here), SideLookup.load(here), fingerprint)
+        max_k = config.get("parameters", {}).get("max_k", {}).get("string_value")  # two-stage exports
+        self.runtime = Preprocessor(ItemLookup.load(here), SideLookup.load(here), fingerprint,
+                                    int(max_k) if max_k else None)
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}
