@@ -109,8 +109,13 @@ def cmd_export(args) -> None:
     cfg = _config(args, "export", repository=args.repository, top_k=args.top_k,
                   gpu=args.gpu or None, instances=args.instances)
 
-    repo = export_repository(cfg)
+    try:
+        repo = export_repository(cfg)
+    except (FileNotFoundError, ValueError) as err:  # a missing input, a model and ranker that disagree
+        raise SeqrecError(str(err)) from None
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
+    if cfg.ranker:
+        print(f"two-stage: the top {cfg.candidates} retrieved items re-ranked by the ranker in {cfg.ranker}")
     why = scorer_fallback(repo)
     if why:
         print(f"fallback: {MODEL} runs the eager scorer from the installed seqrec.training "

@@ -24,15 +24,11 @@ CANDIDATES, K = 100, 10
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory, etl):
-    """A tiny GPT-2 (retrieval) and a tiny ranker, both on the shared ETL output's vocabulary."""
+def models(tmp_path_factory, etl, trained):
+    """The shared GPT-2 (retrieval) and a tiny ranker trained on the same ETL output."""
     from seqrec.training.ranker.trainer import RankConfig, load_movielens, rank
-    from seqrec.training.trainer import TrainConfig, train
 
     root = tmp_path_factory.mktemp("two_stage")
-    retrieval = train(TrainConfig(data_dir=etl.output_dir, output_dir=str(root / "model"), epochs=1,
-                                  steps_per_epoch=40, model={"d_model": 16, "n_heads": 2, "n_layers": 1}),
-                      progress=False)
     cfg = RankConfig(data_dir=etl.output_dir, output_dir=str(root / "ranker"), epochs=1, batch_size=256,
                      lr=0.005, train_eval_examples=500, labels={"max_history": 10},
                      init={"strategy": "none"}, model={"d_model": 16, "n_layers": 1, "n_heads": 2})
@@ -40,7 +36,7 @@ def models(tmp_path_factory, etl):
     data.train = data.train.take(np.arange(5000))  # a few steps: the test is about serving
     data.test = data.test.take(np.arange(500))
     rank(cfg, data=data)
-    return retrieval.output_dir, cfg.output_dir
+    return trained.output_dir, cfg.output_dir
 
 
 @pytest.fixture(scope="module")
