@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 from seqrec.preprocessing.arrays import FIRST_ITEM_ID, ITEM_LIST
 from seqrec.preprocessing.item_text import (TOKENIZER_FILE, ItemTokens, flatten, item_texts, item_tokens,
                                             save_text_meta, train_tokenizer)
@@ -107,10 +107,7 @@ class RecformerConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
-        self.items = structure(ItemSource, self.items, "items")
-        self.model = structure(RecformerModelConfig, self.model, "model")
-        self.pretrain = structure(PretrainConfig, self.pretrain, "pretrain")
-        self.finetune = structure(FinetuneConfig, self.finetune, "finetune")
+        structure_nested(self)
         check_run_options("fp32", self.device)
         if not 0.0 <= self.cold_fraction < 1.0:
             raise ValueError(f"cold_fraction {self.cold_fraction}: must be in [0, 1)")
