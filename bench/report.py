@@ -339,7 +339,7 @@ def peers_speed(d: dict) -> str:
 
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
-           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
+           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving, "serving-two-stage": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
            "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers,
            "peers_speed": peers_speed}
