@@ -33,7 +33,7 @@ def cmd_preprocess(args) -> None:
         print(f"dropped        {count:,} sequences: {reason}")
     for reason, count in result.dropped_interactions.items():
         print(f"cut            {count:,} interactions: {reason}")
-    print(f"sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
+    print("sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
           + (f" over {len(result.windows)} windows" if result.windows else ""))
     print(f"items          {result.num_items:,}")
     print(f"output         {result.output_dir}")
@@ -141,8 +141,13 @@ def cmd_export(args) -> None:
         return
     cfg = _config(args, "export", **flags)
 
-    repo = export_repository(cfg)
+    try:
+        repo = export_repository(cfg)
+    except (FileNotFoundError, ValueError) as err:  # a missing input, a model and ranker that disagree
+        raise SeqrecError(str(err)) from None
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
+    if cfg.ranker:
+        print(f"two-stage: the top {cfg.candidates} retrieved items re-ranked by the ranker in {cfg.ranker}")
     why = scorer_fallback(repo)
     if why:
         print(f"fallback: {MODEL} runs the eager scorer from the installed seqrec.training "
