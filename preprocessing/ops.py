@@ -218,6 +218,11 @@ class ItemAge(StatOperator):
         _require(col_selector, [self.item_col, self.time_col])
         return ddf.groupby(self.item_col)[self.time_col].min()
 
+    def fit_frame(self, col_selector: ColumnSelector, df):
+        """The same statistic on an in-memory frame, without Dask."""
+        _require(col_selector, [self.item_col, self.time_col])
+        return df.groupby(self.item_col)[self.time_col].min()
+
     def fit_finalize(self, first_seen) -> None:
         first_seen = first_seen.sort_index()
         self.items = first_seen.index.to_numpy().astype(np.int64)
