@@ -79,13 +79,15 @@ class GroupSequences(Operator):
         offsets = group_offsets(keys)
         full = np.diff(offsets)
         lengths = np.minimum(full, self.max_len or np.iinfo(np.int64).max)
-        rows = keep_last_mask(offsets, self.max_len)
         groups = self._keep(lengths, full)  # filter whole groups before any list is built
         starts, ends = offsets[:-1], offsets[1:]
+        rows = None  # every sorted row, unless some are cut or dropped
+        if (full > lengths).any():
+            rows = keep_last_mask(offsets, self.max_len)
         if not groups.all():
-            rows &= np.repeat(groups, full)
+            rows = np.repeat(groups, full) if rows is None else rows & np.repeat(groups, full)
             starts, ends, lengths = starts[groups], ends[groups], lengths[groups]
-        rows = order[rows]
+        rows = order if rows is None else order[rows]
         new_offsets = offsets_from_lengths(lengths)
         out = pd.DataFrame({self.key: keys[starts]})
         for col in value_cols:
