@@ -49,7 +49,7 @@ def make_log(rows: int, path: Path, seed: int = 0) -> None:
 
 
 def _ours(src: Path, out: Path, queue) -> None:
-    from seqrec.preprocessing.ops import sequences_table
+    from seqrec.preprocessing.ops import sequences_table, write_sequences
     from seqrec.preprocessing.readers.generic import read_generic
     from seqrec.preprocessing.workflow import build_workflow, fit_workflow, transform_frame
 
@@ -59,7 +59,7 @@ def _ours(src: Path, out: Path, queue) -> None:
     workflow = build_workflow(out / "categories", max_len=20, key="session_id", categorical=("category",))
     fit_workflow(workflow, frame)
     grouped = transform_frame(workflow, frame)
-    pq.write_table(sequences_table(grouped), out / "sessions.parquet")  # as the pipeline writes
+    write_sequences(sequences_table(grouped), out / "sessions.parquet")  # as the pipeline writes
     seconds = time.perf_counter() - t0
     queue.put((seconds, len(grouped), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))
 

@@ -25,7 +25,7 @@ from nvtabular.ops.categorify import _save_encodings
 from .arrays import OOV_ID, encode_sorted
 
 # a direct-address table is used when the ids span at most this many slots per known id
-# (or 2**20 slots in all): int32 codes, so at worst 4 * 4 bytes per known id
+# (or 2**20 slots in all): int64 codes, so at worst 4 * 8 bytes per known id
 TABLE_SLOTS_PER_ID = 4
 
 
@@ -104,11 +104,13 @@ class IntegerVocabulary:
         self.ids, self.codes = ids[order].astype(np.int64), codes[order].astype(np.int64)
         self.table = None
         if len(self.ids):
-            low, span = int(self.ids[0]), int(self.ids[-1]) - int(self.ids[0]) + 1
-            if span <= max(TABLE_SLOTS_PER_ID * len(self.ids), 1 << 20):
-                self.low = low
-                self.table = np.full(span, OOV_ID, dtype=np.int32)
-                self.table[self.ids - low] = self.codes
+            low, high = int(self.ids[0]), int(self.ids[-1])
+            slots = max(TABLE_SLOTS_PER_ID * len(self.ids), 1 << 20)
+            if high - low + 1 <= slots:
+                # from 0 when that fits too: ids index the table as they are, no subtraction
+                self.low = 0 if low >= 0 and high + 1 <= slots else low
+                self.table = np.full(high - self.low + 1, OOV_ID, dtype=np.int64)
+                self.table[self.ids - self.low] = self.codes
 
     @classmethod
     def read(cls, path, name: str) -> "IntegerVocabulary":
@@ -122,9 +124,11 @@ class IntegerVocabulary:
             if len(self.ids) == 0:
                 return np.full(len(values), OOV_ID, dtype=np.int64)
             return encode_sorted(self.ids, self.codes, values)
-        slot = values.astype(np.int64, copy=False) - self.low
-        inside = (slot >= 0) & (slot < len(self.table))
-        codes = self.table.take(slot, mode="clip").astype(np.int64)
-        if not inside.all():
-            codes[~inside] = OOV_ID
-        return codes
+        slot = values.astype(np.int64, copy=False)
+        if self.low:
+            slot = slot - self.low
+        if len(slot) and (slot.min() < 0 or slot.max() >= len(self.table)):  # ids never fitted
+            codes = self.table.take(slot, mode="clip")
+            codes[(slot < 0) | (slot >= len(self.table))] = OOV_ID
+            return codes
+        return self.table.take(slot)

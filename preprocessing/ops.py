@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from merlin.dtypes.shape import DefaultShapes
 from merlin.schema import Tags
 from merlin.dag.ops.stat_operator import StatOperator
@@ -36,6 +37,12 @@ def sequences_table(frame: pd.DataFrame) -> pa.Table:
     The pandas metadata is dropped: pandas 1.5 cannot parse its own `list<...>[pyarrow]` dtype
     name back, and without it the lists read back as pandas' usual arrays."""
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+
+
+def write_sequences(table: pa.Table, path) -> None:
+    """Sequences to parquet. No dictionary pages: ids, times and lengths rarely repeat within a
+    page, so building a dictionary costs time and then falls back to plain encoding anyway."""
+    pq.write_table(table, path, use_dictionary=False)
 
 
 # Neither operator declares `dependencies`: merlin would then re-read those columns from the raw
