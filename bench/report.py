@@ -205,15 +205,21 @@ def soak(d: dict) -> str:
 
 
 def masked(d: dict) -> str:
-    """One row per run of bench/masked.py: the best validation NDCG@10 and its epoch."""
+    """One row per run of bench/masked.py: the best validation NDCG@10, its epoch and its ratio to
+    popularity's; test NDCG@10 of that epoch's weights where the run recorded it (never used to
+    choose)."""
     rows = []
     for run, r in d.items():
         curve = r["valid_ndcg10"]
         best = max(range(len(curve)), key=curve.__getitem__)
+        test = (f"{r['test_ndcg10']:.4f} ({r['test_ndcg10'] / r['popularity_test_ndcg10']:.2f}x)"
+                if "test_ndcg10" in r else "-")
         rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(len(curve)),
-                     f"{curve[best]:.4f}", str(best + 1)])
+                     f"{curve[best]:.4f}", str(best + 1),
+                     f"{curve[best] / r['popularity_valid_ndcg10']:.2f}", test])
     return _table(["run (data/combo/grid point/option)", "lr", "dropout", "epochs",
-                   "best valid NDCG@10", "best epoch"], rows)
+                   "best valid NDCG@10", "best epoch", "x popularity (valid)",
+                   "test NDCG@10 (x popularity)"], rows)
 
 
 def scaling(d: dict) -> str:
