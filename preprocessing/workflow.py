@@ -5,10 +5,9 @@ per sequence), so the model always sees ids encoded exactly as in training.
 """
 from __future__ import annotations
 
+import uuid
 import warnings
 from pathlib import Path
-
-import uuid
 
 import dask
 import dask.dataframe as dd
@@ -124,6 +123,8 @@ def _fit_node(node, frame: pd.DataFrame) -> None:
     extra = [c for c in node.input_columns.names if c not in produced]
     data = LeanExecutor().transform(frame, node.parents_with_dependencies,
                                     additional_columns=extra or None, capture_dtypes=True)
+    if data is None:  # a statistic straight on input columns, no node above it
+        data = frame[extra]
     fit_frame = getattr(node.op, "fit_frame", None)
     stats = fit_frame(node.input_columns, data) if fit_frame else None
     if stats is None:  # named: dask would otherwise hash every value of the frame for a name
