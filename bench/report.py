@@ -274,6 +274,18 @@ def recformer(d: dict) -> str:
         f"{b['recformer_seconds']:,.0f} s, ID model: {b['id_model_seconds']:,.0f} s.\n")
 
 
+def recformer_serving(d: dict) -> str:
+    """bench/recformer_serving.py: item encoding, served latency and throughput of the text model."""
+    rows = [[name.replace("_", " "), str(s["requests"]), _f(1)(s["p50_ms"]), _f(1)(s["p99_ms"]),
+             _f(1)(s["requests_per_s"])] for name, s in d["served"].items()]
+    e, m = d["item_encoding"], d["model"]
+    return _table(["served", "requests", "p50 ms", "p99 ms", "requests/s"], rows) + (
+        f"\nItem encoding (what `seqrec export` and `seqrec items add` run): {e['items_per_s']:,.0f} "
+        f"items/s ({e['items']:,} items, {e['torch_threads']} torch threads). Model: {m['recipe']}'s size "
+        f"({m['n_layers']} layers x {m['d_model']}, {m['max_tokens']} tokens of the {m['max_items']} most "
+        f"recent items); {d['machine']['note']}.\n")
+
+
 def peers(d: dict) -> str:
     """bench/peers/compare.py: per dataset, each library x combo at its best-on-validation grid
     point; test metrics with seen items kept and excluded, strict full-catalogue ranks."""
@@ -333,7 +345,8 @@ LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "tr
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers,
+           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer,
+           "recformer_serving": recformer_serving, "peers": peers,
            "peers_speed": peers_speed}
 
 
