@@ -59,8 +59,15 @@ def etl(d: dict) -> str:
                                  ("seconds", "seconds", _f(2)), ("rows/s", "rows_per_s", _int),
                                  ("sequences", "sessions", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
         f"\nOutputs identical to the stock workflow's on the rows both ran: "
-        f"{'yes' if d.get('outputs_identical') else 'no'}; speed-up on the same rows: "
+        f"{'yes' if d.get('outputs_identical') else 'no'}{_ties(d)}; speed-up on the same rows: "
         f"{d['speedup_same_rows']:.1f}x.\n") + _versus_polars(d.get("versus_polars"))
+
+
+def _ties(d: dict) -> str:
+    if "stock_tied_rows" not in d:
+        return ""
+    return (f" (the order among its {d['stock_tied_rows']:,} rows with a tied (session, time) aside: "
+            "the stock sort leaves it arbitrary)")
 
 
 def _versus_polars(v) -> str:
