@@ -1,5 +1,5 @@
-"""What the serving benchmarks share: the demo repository, the workload with its bad requests, the
-asyncio load loop and the percentiles (bench/serving.py, bench/soak.py)."""
+"""What the serving benchmarks share: the demo repository (and its two-stage export), the workload
+with its bad requests, the asyncio load loop and the percentiles (bench/serving.py, bench/soak.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -36,6 +36,27 @@ def ensure_model(config: str, epochs: int, compile_scorer: bool = True) -> Path:
     train_cfg = build(TrainConfig, recipe.get("train"), epochs=epochs)
     if not (Path(train_cfg.output_dir) / "model.pt").is_file():
         train(train_cfg)
+    return export_repository(export)
+
+
+def ensure_two_stage(config: str, ranker_config: str, candidates: int, epochs: int,
+                     compile_scorer: bool = True) -> Path:
+    """The demo recipe's model with the ranker of `ranker_config` (trained on the same ETL output
+    when missing) exported as a two-stage repository: `<repository>-two-stage[-compiled]`."""
+    from seqrec.config import build, load_recipe
+    from seqrec.model_repository.export import ExportConfig, export_repository
+    from seqrec.training.ranker.trainer import RankConfig, rank
+
+    ensure_model(config, epochs, compile_scorer)  # the data and the retrieval model (and its export)
+    export = build(ExportConfig, load_recipe(config).get("export"))
+    ranker = build(RankConfig, load_recipe(ranker_config).get("rank"), data_dir=export.data_dir)
+    if not (Path(ranker.output_dir) / "ranker.pt").is_file():
+        rank(ranker)
+    export.ranker, export.candidates = ranker.output_dir, candidates
+    export.repository += "-two-stage" + ("-compiled" if compile_scorer else "")
+    export.compile_scorer = compile_scorer
+    if (Path(export.repository) / "seqrec" / "config.pbtxt").is_file():
+        return Path(export.repository)
     return export_repository(export)
 
 
@@ -88,7 +109,10 @@ def same_answer(got, want, tol: float = TIE_TOLERANCE) -> bool:
     and every score equal within `tol`."""
     if got.item_ids == want.item_ids:
         return True
-    g, w = np.asarray(got.scores, dtype=np.float64), np.asarray(want.scores, dtype=np.float64)
+    # the order's own scores: a two-stage answer is ranked by the ranker
+    g, w = ((got.scores, want.scores) if want.ranker_scores is None
+            else (got.ranker_scores, want.ranker_scores))
+    g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
     if g.shape != w.shape or not np.allclose(g, w, rtol=0, atol=tol, equal_nan=True):
         return False
     tied = np.zeros(len(w), dtype=bool)

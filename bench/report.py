@@ -59,8 +59,15 @@ def etl(d: dict) -> str:
                                  ("seconds", "seconds", _f(2)), ("rows/s", "rows_per_s", _int),
                                  ("sequences", "sessions", _int), ("peak RSS", "peak_rss_mb", _mb)]) + (
         f"\nOutputs identical to the stock workflow's on the rows both ran: "
-        f"{'yes' if d.get('outputs_identical') else 'no'}; speed-up on the same rows: "
+        f"{'yes' if d.get('outputs_identical') else 'no'}{_ties(d)}; speed-up on the same rows: "
         f"{d['speedup_same_rows']:.1f}x.\n") + _versus_polars(d.get("versus_polars"))
+
+
+def _ties(d: dict) -> str:
+    if "stock_tied_rows" not in d:
+        return ""
+    return (f" (the order among its {d['stock_tied_rows']:,} rows with a tied (session, time) aside: "
+            "the stock sort leaves it arbitrary)")
 
 
 def _versus_polars(v) -> str:
@@ -155,7 +162,22 @@ def serving(d: dict) -> str:
         f"run {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. Server start "
         f"to ready: {d['server_start_s']} s. Targets: p50 at concurrency 1 {t['p50_c1_vs_floor']} the "
         f"floor's, >= {t['requests_per_s_c16']} requests/s at 16 with p99 <= {t['p99_ms_c16']} ms, "
-        f"{t['failed_or_changed_good']} good requests failed or changed.\n")
+        f"{t['failed_or_changed_good']} good requests failed or changed.\n" + _two_stage(d))
+
+
+def _two_stage(d: dict) -> str:
+    """The two-stage rows' sentence, when the run measured them (bench/serving.py --two-stage)."""
+    if "two_stage" not in d:
+        return ""
+    ts = d["two_stage"]
+
+    def ratios(of):
+        return ", ".join(f"{c}: p50 {r['p50']:.2f}x, requests/s {r['requests_per_s']:.2f}x"
+                         for c, r in ts[of].items())
+    return (f"\n`{ts['model']}` is the same model's two-stage export: its top {ts['candidates']} "
+            f"re-ranked by the ranker of `{ts['ranker_config']}` in one batched pass, in the same "
+            f"server and rounds. Against the floor: {ratios('vs_floor')}; against seqrec "
+            f"(retrieval alone): {ratios('vs_seqrec')}.\n")
 
 
 def serving_row_errors_ab(d: dict) -> str:
@@ -359,7 +381,7 @@ def peers_speed(d: dict) -> str:
 
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
-           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
+           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving, "serving-two-stage": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
            "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer,
            "recformer_serving": recformer_serving, "peers": peers,

@@ -3,6 +3,7 @@ higher concurrency, 10% bad requests mixed in; prints a table, writes bench/resu
 
     python bench/serving.py                       # builds artifacts/ml-100k/* if missing
     python bench/serving.py --requests 2000       # a quicker look
+    python bench/serving.py --two-stage           # + retrieval (top 100) + ranker, same rounds
 
 Client and server share the machine (as in the targets). The same server also serves a
 reference floor, `floor`: a bare two-step python-backend ensemble (identity lookup -> slice,
@@ -11,7 +12,9 @@ ratios against what any two-step python ensemble costs here. Each model's server
 split (queue, input copies, compute, output copies per step) comes from Triton's statistics. Every good answer is checked against the
 answer the same session got at concurrency 1, so batching under load cannot silently mix rows
 (items whose scores tie to 1e-5 may trade places under batching: counted apart, as tie swaps).
-`perf_analyzer` is not used: the pip package `perf-analyzer` resolves here only to a 0.1.0
+With --two-stage the same server also serves the two-stage export of the same model (its top
+`--candidates` re-ranked by the ranker of configs/ranker-ml-100k.yaml, trained when missing) as
+`two_stage`, measured in the same rounds. `perf_analyzer` is not used: the pip package `perf-analyzer` resolves here only to a 0.1.0
 placeholder without the binary; the load generator is tritonclient's asyncio gRPC client.
 """
 from __future__ import annotations
@@ -29,11 +32,13 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from loadgen import BAD_KINDS, drive, ensure_model, percentiles, same_answer, workload  # bench/ beside this file
+from loadgen import (BAD_KINDS, drive, ensure_model, ensure_two_stage, percentiles,  # bench/ beside this file
+                     same_answer, workload)
 from seqrec.client import RecommendationError, RecommenderClient
 
 ROOT = Path(__file__).resolve().parents[1]
 FLOOR, FLOOR_LOOKUP, FLOOR_SLICE = "floor", "floor_lookup", "floor_slice"
+TWO_STAGE = "two_stage"  # the two-stage export's ensemble, renamed beside seqrec's
 
 # The floor's two python models: no work beyond moving the tensors through.
 FLOOR_LOOKUP_PY = """
@@ -82,6 +87,25 @@ def with_floor(repo: Path, into: Path, max_batch_size: int = 64) -> Path:
                                         (FLOOR_SLICE, (encoded,), outputs)],
         max_batch_size=max_batch_size))
     return into
+
+
+def add_renamed(repo: Path, into: Path, name: str) -> tuple[str, ...]:
+    """Another export's three models copied into `into` as <name>, <name>_preprocess and
+    <name>_model (configs renamed, the ensemble's steps pointed at the renamed members)."""
+    from google.protobuf import text_format
+
+    from seqrec.client import contract as C
+    from seqrec.model_repository.contract import read_config
+
+    names = {C.ENSEMBLE: name, C.PREPROCESS: f"{name}_preprocess", C.MODEL: f"{name}_model"}
+    for old, new in names.items():
+        shutil.copytree(repo / old, into / new)
+        config = read_config(into / new / "config.pbtxt")
+        config.name = new
+        for step in config.ensemble_scheduling.step:
+            step.model_name = names[step.model_name]
+        (into / new / "config.pbtxt").write_text(text_format.MessageToString(config))
+    return tuple(names.values())
 
 
 def server_split(url: str, models) -> dict:
@@ -228,6 +252,10 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "bench/results/serving.json"))
     ap.add_argument("--no-compile", action="store_true",
                     help="serve the plain torch.export program (no AOTInductor scorer)")
+    ap.add_argument("--two-stage", action="store_true",
+                    help="also serve and measure retrieval + ranking (the ranker of --ranker-config)")
+    ap.add_argument("--ranker-config", default=str(ROOT / "configs/ranker-ml-100k.yaml"))
+    ap.add_argument("--candidates", type=int, default=100, help="two-stage: retrieved per request")
     args = ap.parse_args()
 
     from seqrec.config import build, load_recipe
@@ -238,7 +266,6 @@ def main() -> None:
             else ensure_model(args.config, args.epochs, not args.no_compile))
     data_dir = Path(build(ExportConfig, load_recipe(args.config).get("export")).data_dir)
     requests = workload(data_dir, args.requests, args.bad_share)
-    floor_requests = [r for r in requests if not r[2]]  # the floor answers anything: good ones only
     rows = []
 
     def measure(url, model, reqs, round_):
@@ -260,34 +287,45 @@ def main() -> None:
                              requests_per_s=round(len(reqs) / st["seconds"], 1),
                              **percentiles(st["latencies"])))
 
-    with tempfile.TemporaryDirectory() as tmp, \
-            TritonServer(with_floor(repo, Path(tmp) / "repo")) as server:
-        for model in (FLOOR, "seqrec"):  # first calls load lazily-built state
-            with RecommenderClient(server.grpc_url, model_name=model) as warm:
-                for _, items, bad in requests[:50]:
-                    if not bad:
-                        warm.recommend(items)
-        per_round = -(-len(requests) // args.rounds)
-        for r in tqdm(range(args.rounds), desc="rounds"):
-            chunk = requests[r * per_round:(r + 1) * per_round]
-            measure(server.grpc_url, FLOOR, [q for q in chunk if not q[2]], r)
-            measure(server.grpc_url, "seqrec", chunk, r)
-        split = server_split(server.grpc_url, ("seqrec", "seqrec_preprocess", "seqrec_model",
-                                               FLOOR, FLOOR_LOOKUP, FLOOR_SLICE))
-        startup = server.startup_seconds
+    two_stage = (ensure_two_stage(args.config, args.ranker_config, args.candidates, args.epochs,
+                                  not args.no_compile) if args.two_stage else None)
+    models = (FLOOR, "seqrec") + ((TWO_STAGE,) if two_stage else ())
+    with tempfile.TemporaryDirectory() as tmp:
+        served = with_floor(repo, Path(tmp) / "repo")
+        extra = add_renamed(two_stage, served, TWO_STAGE) if two_stage else ()
+        with TritonServer(served) as server:
+            for model in models:  # first calls load lazily-built state
+                with RecommenderClient(server.grpc_url, model_name=model) as warm:
+                    for _, items, bad in requests[:50]:
+                        if not bad:
+                            warm.recommend(items)
+            per_round = -(-len(requests) // args.rounds)
+            for r in tqdm(range(args.rounds), desc="rounds"):
+                chunk = requests[r * per_round:(r + 1) * per_round]
+                for model in models:  # in turn within each round
+                    # the floor answers anything: good requests only
+                    measure(server.grpc_url, model, [q for q in chunk if not q[2]] if model == FLOOR
+                            else chunk, r)
+            split = server_split(server.grpc_url, ("seqrec", "seqrec_preprocess", "seqrec_model",
+                                                   FLOOR, FLOOR_LOOKUP, FLOOR_SLICE) + extra)
+            startup = server.startup_seconds
     summary = summarise(rows)
     by = {(r["model"], r["round"], r["concurrency"]): r for r in rows}
 
-    def ratio(c, key):  # per round (floor and seqrec minutes apart), then the median
-        return round(float(np.median([by["seqrec", r, c][key] / by[FLOOR, r, c][key]
-                                      for r in range(args.rounds)])), 2)
-    ratios = {f"c{c}": dict(p50=ratio(c, "p50_ms"), requests_per_s=ratio(c, "requests_per_s"))
-              for c in sorted({r["concurrency"] for r in rows})}
+    def ratios_of(model, reference):  # per round (the models minutes apart), then the median
+        def ratio(c, key):
+            return round(float(np.median([by[model, r, c][key] / by[reference, r, c][key]
+                                          for r in range(args.rounds)])), 2)
+        return {f"c{c}": dict(p50=ratio(c, "p50_ms"), requests_per_s=ratio(c, "requests_per_s"))
+                for c in sorted({r["concurrency"] for r in rows})}
+    ratios = ratios_of("seqrec", FLOOR)
     # concurrency 1: requests/s is 1 / mean latency of good requests (the loop has no think time)
     result = dict(
         what="gRPC load on the served MovieLens-100k GPT-2 ensemble and on the bare two-step "
              "python-backend floor in the same server and run (client and server on the same "
-             "machine); latencies of good requests, measured on the client",
+             "machine); latencies of good requests, measured on the client"
+             + ("; with the same model's two-stage export (retrieval + ranker) as two_stage"
+                if two_stage else ""),
         machine=dict(cpus=os.cpu_count(), platform=platform.platform(),
                      python=platform.python_version(), load_average=os.getloadavg()),
         repository=str(repo), server_start_s=round(startup, 1), bad_share=args.bad_share,
@@ -296,6 +334,11 @@ def main() -> None:
         targets=dict(p50_c1_vs_floor="<= 2x", requests_per_s_c16=1000, p99_ms_c16=25,
                      failed_or_changed_good=0),
         rounds=args.rounds, seqrec_vs_floor=ratios, server_split_us_per_request=split,
+        **(dict(two_stage=dict(
+            model=TWO_STAGE, repository=str(two_stage), candidates=args.candidates,
+            ranker_config=str(Path(args.ranker_config).resolve().relative_to(ROOT)),
+            vs_floor=ratios_of(TWO_STAGE, FLOOR), vs_seqrec=ratios_of(TWO_STAGE, "seqrec")))
+           if two_stage else {}),
         profile_us_per_call=profile(repo, requests), results=summary, rounds_results=rows)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,6 +350,9 @@ def main() -> None:
     for r in summary:
         print(" ".join(f"{r[c]:>14}" for c in cols))
     print("seqrec / floor:", json.dumps(ratios))
+    if two_stage:
+        print("two_stage / floor:", json.dumps(result["two_stage"]["vs_floor"]))
+        print("two_stage / seqrec:", json.dumps(result["two_stage"]["vs_seqrec"]))
     print("server split (us per request):", json.dumps(split, indent=1))
     print(f"-> {out}")
 

@@ -35,7 +35,7 @@ ITEM_IDS = Tensor("item_ids", "INT64", (-1,), True,
 LENGTHS = Tensor("lengths", "INT64", (1,), False, "real length of each row (default: the padded width)")
 K = Tensor("k", "INT64", (1,), False,
            "how many items, the same for every row, >= 1 (default: the exported top_k; above the "
-           "catalogue: all of it)")
+           "catalogue: all of it; a two-stage export: at most its candidates)")
 EXCLUDE_ITEM_IDS = Tensor("exclude_item_ids", "INT64", (-1,), False,
                           "original ids never to recommend; ids outside the catalogue are ignored "
                           f"(so serve as padding; at most {MAX_EXCLUDED_PER_ROW} per row)")
@@ -46,9 +46,16 @@ TOP_SCORES = Tensor("top_scores", "FP32", (-1,), True,
                     "their scores; -inf where exclusions left fewer than k, all NaN for a bad row")
 ROW_ERRORS = Tensor("row_errors", "BYTES", (1,), True,
                     '"" for an answered row, else the message naming the row\'s problem')
+# Only a two-stage export (retrieval + ranker) has it; top_item_ids are then in ITS order and
+# top_scores are the retrieval model's scores of those items.
+RANKER_SCORES = Tensor("ranker_scores", "FP32", (-1,), False,
+                       "two-stage exports only: the ranker's click probability of each item, "
+                       "the order of the answer (top_scores: their retrieval scores); -inf / NaN "
+                       "as top_scores")
 
 ENSEMBLE_INPUTS = (ITEM_IDS, LENGTHS, K, EXCLUDE_ITEM_IDS)
 ENSEMBLE_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES, ROW_ERRORS)
+TWO_STAGE_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES, RANKER_SCORES, ROW_ERRORS)
 # A model trained with side features adds one input per raw column, aligned with item_ids.
 SIDE_INPUT_MEANING = ("raw value of each interaction, aligned with item_ids (required by a model "
                       "trained with side features; its metadata lists them)")
@@ -94,6 +101,7 @@ def fingerprint_text(value: int) -> str:
     """The INT64 in step_args -> the 16 hex digits of the config (as messages show it)."""
     return f"{int(value) & ((1 << 64) - 1):016x}"
 MODEL_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES)
+TWO_STAGE_MODEL_OUTPUTS = (TOP_ITEM_IDS, TOP_SCORES, RANKER_SCORES)
 
 
 def side_step_tensors(n_categorical: int, n_continuous: int) -> tuple[Tensor, ...]:
@@ -118,12 +126,12 @@ def markdown_table() -> str:
     """The ensemble's tensors as the Markdown table in docs/serving.md."""
     def dims(t):
         return "[B, " + ", ".join("L" if d == -1 and t.name == ITEM_IDS.name else
-                                  "k" if d == -1 and t in ENSEMBLE_OUTPUTS else
+                                  "k" if d == -1 and t in TWO_STAGE_OUTPUTS else
                                   "E" if d == -1 else str(d) for d in t.dims) + "]"
 
     lines = ["| direction | name | type | shape | required | meaning |",
              "|---|---|---|---|---|---|"]
-    for direction, tensors in (("input", ENSEMBLE_INPUTS), ("output", ENSEMBLE_OUTPUTS)):
+    for direction, tensors in (("input", ENSEMBLE_INPUTS), ("output", TWO_STAGE_OUTPUTS)):
         for t in tensors:
             lines.append(f"| {direction} | `{t.name}` | {t.dtype} | {dims(t)} | "
                          f"{'yes' if t.required else 'no'} | {t.meaning} |")

@@ -28,6 +28,7 @@ INPUT_NAME = C.ITEM_IDS.name
 OUTPUT_IDS = C.TOP_ITEM_IDS.name
 OUTPUT_SCORES = C.TOP_SCORES.name
 OUTPUT_ERRORS = C.ROW_ERRORS.name  # absent from repositories exported before per-row answers
+OUTPUT_RANKER = C.RANKER_SCORES.name  # two-stage exports only
 ERROR_MODES = ("raise", "return")
 
 
@@ -45,6 +46,9 @@ class Recommendation:
     item_ids: list[int]
     scores: list[float]
     latency_ms: float  # wall time of recommend(), retries included: what the caller waited
+    # A two-stage export's ranker probabilities (the order of item_ids; `scores` are then the
+    # retrieval scores); None from a single-stage one.
+    ranker_scores: list[float] | None = None
 
 
 def _first_non_integer(values: Sequence) -> int:
@@ -168,8 +172,13 @@ def parse_result(result, model_name: str, rows: int, latency_ms: float, url: str
             f"({OUTPUT_IDS}={None if top_ids is None else top_ids.shape}, "
             f"{OUTPUT_SCORES}={None if top_scores is None else top_scores.shape})")
     ids, scores = top_ids.astype(np.int64).tolist(), top_scores.astype(np.float32).tolist()
-    out: list = [Recommendation(item_ids=i, scores=s, latency_ms=latency_ms)
-                 for i, s in zip(ids, scores)]
+    ranked = result.as_numpy(OUTPUT_RANKER)
+    if ranked is not None and ranked.shape != top_ids.shape:
+        raise RecommendationError(f"model {model_name!r} returned {OUTPUT_RANKER} of shape "
+                                  f"{ranked.shape} for {OUTPUT_IDS} of {top_ids.shape}")
+    ranked = [None] * len(ids) if ranked is None else ranked.astype(np.float32).tolist()
+    out: list = [Recommendation(item_ids=i, scores=s, latency_ms=latency_ms, ranker_scores=r)
+                 for i, s, r in zip(ids, scores, ranked)]
     messages = result.as_numpy(OUTPUT_ERRORS)
     messages = np.zeros(0, dtype=object) if messages is None else messages.reshape(-1)
     for row in np.flatnonzero(messages != b""):  # error path: a loop over the bad rows only

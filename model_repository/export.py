@@ -8,6 +8,10 @@
                            the one scorer (training/scoring.py), checked against the eager scorer
                            on real histories; torch alone runs it; ids mapped back. With
                            compile_scorer also scorer_compiled.pt2 (AOTInductor), served instead
+With `ranker` (a `seqrec rank` output on the same item vocabulary) the export is a two-stage
+ensemble: the model step's program is retrieval (the scorer's top `candidates`) + ranking (the
+ranker over history + candidate, all candidates in one batched pass), training/ranker/two_stage.py,
+checked like the scorer; the answer is ranked by the ranker and carries `ranker_scores` too.
 Both python models carry runtime.py (numpy: parsing, row errors, batching, answers) and the
 tensor contract (client/contract.py), from which every config.pbtxt is rendered (contract.py).
 A model trained with side features adds one optional ensemble input per raw side column,
@@ -38,7 +42,8 @@ from seqrec.training.scoring import Scorer
 
 from seqrec.client.contract import (ENSEMBLE, ENSEMBLE_INPUTS, ENSEMBLE_OUTPUTS,
                                     FINGERPRINT_FILE, MODEL, MODEL_OUTPUTS, PREPROCESS,
-                                    ROW_ERRORS, STEP_TENSORS)
+                                    ROW_ERRORS, STEP_TENSORS, TWO_STAGE_MODEL_OUTPUTS,
+                                    TWO_STAGE_OUTPUTS)
 
 from . import contract
 from .lookup import ItemLookup
@@ -66,6 +71,10 @@ class ExportConfig:
     # Also compile the program with AOTInductor (needs a C++ compiler here, minutes on 2 cores;
     # CPU instances only): the served step then runs C++ kernels instead of Python per operator.
     compile_scorer: bool = False
+    # A `seqrec rank` output directory: serve retrieval + ranking (the ranker re-ranks the top
+    # `candidates` the model retrieves); trained on the same ETL output as the model.
+    ranker: str | None = None
+    candidates: int = 100  # retrieved per row for the ranker (two-stage only); k <= candidates
 
 
 class ScorerFallbackWarning(RuntimeWarning):
@@ -139,11 +148,12 @@ def _check_histories(data_dir: Path, side=None, n: int = 256):
 
 
 def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path,
-                       extra=()) -> str:
+                       extra=(), folders: tuple[Path, ...] = ()) -> str:
     """16 hex digits naming what the two members of an export must agree on: the lookup (and
-    side lookup), the model step's vocabulary, the model's files and `extra` (objects with a
-    digest(h) method, or arrays: a text model's item tokens, its item matrix). Written into both
-    members' version folders; the model step refuses step tensors carrying another one."""
+    side lookup), the model step's vocabulary, the model's files, `extra` (objects with a
+    digest(h) method, or arrays: a text model's item tokens, its item matrix) and the files of
+    `folders` (a two-stage export's ranker). Written into both members' version folders; the
+    model step refuses step tensors carrying another one."""
     h = hashlib.sha256()
     lookup.digest(h)
     for part in (side, *extra):
@@ -152,9 +162,24 @@ def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpo
         elif part is not None:
             part.digest(h)
     h.update(np.ascontiguousarray(vocabulary, dtype=np.int64).tobytes())
-    for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
-        h.update(str(path.relative_to(checkpoint)).encode() + path.read_bytes())
+    for folder in (checkpoint, *folders):
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(folder)).encode() + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+def _two_stage(cfg: ExportConfig, model, vocabulary: np.ndarray):
+    """The two-stage module for an export with `ranker` (None without), its inputs checked."""
+    if cfg.ranker is None:
+        return None
+    from seqrec.training.ranker.two_stage import check_vocabulary, load_ranker, two_stage_module
+
+    check_vocabulary(cfg.ranker, vocabulary, cfg.model_dir)
+    catalogue = int((vocabulary >= 0).sum())
+    if not cfg.top_k <= cfg.candidates <= catalogue:
+        raise ValueError(f"candidates must be between top_k ({cfg.top_k}) and the number of items "
+                         f"({catalogue}), got {cfg.candidates}")
+    return two_stage_module(model, load_ranker(cfg.ranker), cfg.candidates, cfg.exclude_seen)
 
 
 def export_repository(cfg: ExportConfig) -> Path:
@@ -177,6 +202,7 @@ def export_repository(cfg: ExportConfig) -> Path:
                          "instances (export with gpu: false, or without compile_scorer)")
     if cfg.max_batch_size < 1:
         raise ValueError(f"max_batch_size must be >= 1, got {cfg.max_batch_size}")
+    two_stage = _two_stage(cfg, model, vocabulary)
     lookup = ItemLookup.from_vocabulary(vocabulary, workflow_max_len(workflow))
     side = None if model.cfg.side is None else build_side_lookup(workflow, model.cfg.side)
     side_raw, side_between = side_tensors(side)
@@ -199,15 +225,22 @@ def export_repository(cfg: ExportConfig) -> Path:
         # trainer_state.pt holds the optimizer state: only training needs it
         skip = shutil.ignore_patterns("*.tmp", "trainer_state.pt")
         shutil.copytree(model_dir, rec / "checkpoint", ignore=skip)
+        if two_stage is not None:  # what the fallback loads; part of the fingerprint
+            shutil.copytree(cfg.ranker, rec / "ranker", ignore=shutil.ignore_patterns(
+                "*.tmp", "generative.pt"))
         np.save(rec / "item_vocabulary.npy", vocabulary)
         histories, features = _check_histories(data_dir, model.cfg.side)
         why_not = export_scorer(model, histories, rec, cfg.exclude_seen, features=features,
-                                compile=cfg.compile_scorer)
+                                compile=cfg.compile_scorer, module=two_stage)
         params = {"top_k": str(cfg.top_k), "exclude_seen": str(cfg.exclude_seen).lower(),
                   "torch_threads": str(cfg.torch_threads),
                   # the scorer's widest window: the step runs min(this, batch width)
                   "window": str(Scorer(model).keep),
                   "scorer": COMPILED_FILE if cfg.compile_scorer else SCORER_FILE}
+        pre_params, outputs, model_outputs = {}, ENSEMBLE_OUTPUTS, MODEL_OUTPUTS
+        if two_stage is not None:
+            params["candidates"] = pre_params["max_k"] = str(cfg.candidates)
+            outputs, model_outputs = TWO_STAGE_OUTPUTS, TWO_STAGE_MODEL_OUTPUTS
         if why_not:
             if not cfg.allow_fallback:
                 raise ValueError(
@@ -218,8 +251,11 @@ def export_repository(cfg: ExportConfig) -> Path:
             warnings.warn(f"{MODEL} will run the eager scorer from the installed "
                           f"seqrec.training: {why_not}", ScorerFallbackWarning, stacklevel=2)
         (staging / ENSEMBLE).mkdir()
-        write_fingerprint(staging, export_fingerprint(lookup, side, vocabulary, rec / "checkpoint"))
-        publish_export(final, staging, member_configs(cfg, raw_in, step, params),
+        folders = (rec / "ranker",) if two_stage is not None else ()
+        write_fingerprint(staging, export_fingerprint(lookup, side, vocabulary, rec / "checkpoint",
+                                                      folders=folders))
+        publish_export(final, staging, member_configs(cfg, raw_in, step, params, pre_params,
+                                                      outputs, model_outputs),
                        members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
     return final
 
@@ -230,18 +266,22 @@ def write_fingerprint(staging: Path, fingerprint: str) -> None:
         (staging / member / FINGERPRINT_FILE).write_text(fingerprint + "\n")
 
 
-def member_configs(cfg: ExportConfig, raw_in, step, params: dict[str, str]) -> dict[str, str]:
-    """config.pbtxt of the lookup step, the model step and the ensemble, from the contract."""
+def member_configs(cfg: ExportConfig, raw_in, step, params: dict[str, str],
+                   pre_params: dict[str, str] | None = None, outputs=ENSEMBLE_OUTPUTS,
+                   model_outputs=MODEL_OUTPUTS) -> dict[str, str]:
+    """config.pbtxt of the lookup step, the model step and the ensemble, from the contract
+    (a two-stage export: its own outputs, and the lookup step's `max_k` parameter)."""
     kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
     return {
         PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",
-                                          count=1, parameters={}, all_optional=True, **common),
-        MODEL: contract.python_model(MODEL, step, MODEL_OUTPUTS, kind=kind, count=cfg.instances,
+                                          count=1, parameters=pre_params or {}, all_optional=True,
+                                          **common),
+        MODEL: contract.python_model(MODEL, step, model_outputs, kind=kind, count=cfg.instances,
                                      parameters=params, **common),
-        ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, ENSEMBLE_OUTPUTS,
+        ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, outputs,
                                     [(PREPROCESS, raw_in, step + (ROW_ERRORS,)),
-                                     (MODEL, step, MODEL_OUTPUTS)],
+                                     (MODEL, step, model_outputs)],
                                     max_batch_size=cfg.max_batch_size),
     }
 

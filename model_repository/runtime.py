@@ -54,9 +54,13 @@ class Preprocessor:
     """Raw requests -> the step tensors for the model step, all requests of a batch encoded in
     one vectorised call."""
 
-    def __init__(self, lookup: ItemLookup, side: SideLookup | None = None, fingerprint: int = 0):
+    def __init__(self, lookup: ItemLookup, side: SideLookup | None = None, fingerprint: int = 0,
+                 max_k: int | None = None):
         self.lookup, self.side = lookup, side
         self.fingerprint = int(fingerprint)  # this export's, sent to the model step in step_args
+        # A two-stage export ranks its retrieved candidates only: k above them is the caller's
+        # mistake, not "all of them" as above the catalogue.
+        self.max_k = max_k
 
     def parse(self, get: Getter) -> Request:
         """One request's inputs, checked; raises RequestError naming the problem."""
@@ -88,6 +92,9 @@ class Preprocessor:
                 raise RequestError(f"'{C.K.name}' must hold one value per row, the same for every row of a request")
             if k.size and k[0] < 1:
                 raise RequestError(f"'{C.K.name}' must be >= 1, got {int(k[0])}")
+            if k.size and self.max_k is not None and k[0] > self.max_k:
+                raise RequestError(f"'{C.K.name}' = {int(k[0])} is above the {self.max_k} candidates "
+                                   "this two-stage model retrieves and ranks (export.candidates)")
         exclude = get(C.EXCLUDE_ITEM_IDS.name)
         if exclude is not None:
             exclude = _matrix(exclude)
@@ -197,14 +204,15 @@ def save_packing(folder, packing: TextPacking) -> None:
     (Path(folder) / PACKING_FILE).write_text(json.dumps(asdict(packing)))
 
 
-def load_preprocessor(folder, fingerprint: int) -> Preprocessor:
-    """The lookup step of the export in `folder`: a text model's when it holds item tokens."""
+def load_preprocessor(folder, fingerprint: int, max_k: int | None = None) -> Preprocessor:
+    """The lookup step of the export in `folder`: a text model's when it holds item tokens
+    (max_k: a two-stage export's candidates, the largest k it answers)."""
     folder = Path(folder)
     lookup = ItemLookup.load(folder)
     if (folder / PACKING_FILE).is_file():
         packing = TextPacking(**json.loads((folder / PACKING_FILE).read_text()))
         return TextPreprocessor(lookup, ItemTokens.load(folder), packing, fingerprint)
-    return Preprocessor(lookup, SideLookup.load(folder), fingerprint)
+    return Preprocessor(lookup, SideLookup.load(folder), fingerprint, max_k)
 
 
 class TextPreprocessor(Preprocessor):
@@ -269,12 +277,13 @@ class Ranker:
             *((C.TEXT_PREFIX + key, key) for key in C.TEXT_KEYS))
 
     def __init__(self, vocabulary: np.ndarray, default_k: int, side_keys: tuple[str, ...] = (),
-                 fingerprint: int = 0):
+                 fingerprint: int = 0, two_stage: bool = False):
         self.vocabulary = np.asarray(vocabulary, dtype=np.int64)  # encoded id -> original (-1 reserved)
         self.default_k = int(default_k)
         self.catalogue = int((self.vocabulary >= 0).sum())
         self.side_keys = side_keys  # which of "categorical" / "continuous" the model has
         self.fingerprint = int(fingerprint)  # this export's; step_args must carry the same
+        self.two_stage = bool(two_stage)  # answers ranker_scores too
 
     def mismatch(self, request: dict[str, np.ndarray]) -> str | None:
         """Why a request's step tensors come from another export's lookup step (None: they do
@@ -314,18 +323,24 @@ class Ranker:
         ok = batch.ok
         return batch.items[ok], batch.exclude[ok], {key: v[ok] for key, v in batch.side.items()}
 
-    def answers(self, batch: Batch, ids: np.ndarray, scores: np.ndarray) -> list[dict[str, np.ndarray]]:
+    def answers(self, batch: Batch, ids: np.ndarray, scores: np.ndarray,
+                ranker_scores: np.ndarray | None = None) -> list[dict[str, np.ndarray]]:
         """ids / scores [good rows, depth] (encoded, best first) -> per request top_item_ids /
-        top_scores [rows, k] in original ids; -inf places -> -1, bad rows all -1 / NaN."""
+        top_scores [rows, k] in original ids; -inf places -> -1, bad rows all -1 / NaN. A
+        two-stage step also gives ranker_scores (same shape, the order of ids), answered alike."""
         top = np.full((len(batch.ok), batch.depth), -1, dtype=np.int64)
-        top_scores = np.full((len(batch.ok), batch.depth), np.nan, dtype=np.float32)
+        floats = {C.TOP_SCORES.name: scores}
+        if self.two_stage:
+            floats[C.RANKER_SCORES.name] = ranker_scores
+        full = {name: np.full((len(batch.ok), batch.depth), np.nan, dtype=np.float32) for name in floats}
         if len(ids):
             scores = np.asarray(scores, dtype=np.float32)
             top[batch.ok] = np.where(np.isfinite(scores), self.vocabulary[ids], -1)
-            top_scores[batch.ok] = scores
+            for name, values in floats.items():
+                full[name][batch.ok] = values
         out, at = [], 0
         for n, k in zip(batch.rows, batch.k):
             out.append({C.TOP_ITEM_IDS.name: np.ascontiguousarray(top[at:at + n, :k]),
-                        C.TOP_SCORES.name: np.ascontiguousarray(top_scores[at:at + n, :k])})
+                        **{name: np.ascontiguousarray(v[at:at + n, :k]) for name, v in full.items()}})
             at += n
         return out

@@ -38,19 +38,23 @@ def _check_inputs(model, histories, features, n: int):
 
 
 def _same(got, want) -> bool:
-    """The same ranking (ids where the score is finite) and scores to 1e-5."""
+    """The same ranking (ids where the score is finite) and every score output to 1e-5."""
     finite = torch.isfinite(want[1])
     return bool(torch.equal(got[0][finite], want[0][finite])
-                and torch.equal(torch.isfinite(got[1]), finite)
-                and torch.allclose(got[1][finite], want[1][finite], atol=1e-5, rtol=0))
+                and all(torch.equal(torch.isfinite(g), torch.isfinite(w))
+                        and torch.allclose(g[torch.isfinite(w)], w[torch.isfinite(w)], atol=1e-5, rtol=0)
+                        for g, w in zip(got[1:], want[1:])))
 
 
 def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_seen: bool,
-                  k: int = 20, features: dict | None = None, compile: bool = False) -> str | None:
+                  k: int = 20, features: dict | None = None, compile: bool = False,
+                  module: torch.nn.Module | None = None) -> str | None:
     """Write folder/scorer.pt2 (and with `compile` folder/scorer_compiled.pt2) when it reproduces
     the eager scorer; return why not otherwise. histories: real encoded histories as the served
     step gets them (whole, not cut to the model's max_len); features: side features aligned with
-    them (models trained with them)."""
+    them (models trained with them). module: what to export instead of the plain scorer, with the
+    scorer's signature (the two-stage module, training/ranker/two_stage.py; it ranks at most its
+    `candidates`)."""
     model.eval()
     keep = [i for i, h in enumerate(histories) if len(h)]
     histories = [np.asarray(histories[i], dtype=np.int64) for i in keep]
@@ -58,12 +62,13 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
         features = {c: [np.asarray(v[i]) for i in keep] for c, v in features.items()}
     if len(histories) < 4:
         return f"only {len(histories)} non-empty histories to check the exported program against (need 4)"
-    k = min(k, model.cfg.num_items)
-    scorer = Scorer(model, exclude_seen).eval()
+    most = getattr(module, "candidates", model.cfg.num_items)  # the deepest answer the module gives
+    k = min(k, most)
+    scorer = (Scorer(model, exclude_seen) if module is None else module).eval()
     batch = torch.export.Dim("batch", min=1, max=4096)
     length = torch.export.Dim("length", min=1, max=MAX_ITEM_IDS_PER_ROW)
     width = torch.export.Dim("excluded", min=1, max=MAX_EXCLUDED_PER_ROW)
-    depth = torch.export.Dim("depth", min=1, max=model.cfg.num_items)
+    depth = torch.export.Dim("depth", min=1, max=most)
     window = torch.export.Dim("window", min=1, max=scorer.keep)
     items, excl, side = _check_inputs(model, histories, features, 4)
     shapes = {"items": {0: batch, 1: length}, "exclude": {0: batch, 1: width}, "depth": {0: depth},
@@ -83,7 +88,8 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
               _check_inputs(model, [histories[i] for i in short],
                             None if features is None else {c: [v[i] for i in short]
                                                            for c, v in features.items()}, len(short))]
-    eager = Scorer(model, exclude_seen).eval()  # = recommend()
+    # = recommend() / two_stage_recommend()
+    eager = Scorer(model, exclude_seen).eval() if module is None else module
     with torch.no_grad():
         wants = [eager(i, e, depth_tensor(k), s) for i, e, s in checks]
         for (i, e, s), want in zip(checks, wants):

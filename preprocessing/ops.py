@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 from merlin.dtypes.shape import DefaultShapes
 from merlin.schema import Tags
 from merlin.dag.ops.stat_operator import StatOperator
@@ -36,6 +37,12 @@ def sequences_table(frame: pd.DataFrame) -> pa.Table:
     The pandas metadata is dropped: pandas 1.5 cannot parse its own `list<...>[pyarrow]` dtype
     name back, and without it the lists read back as pandas' usual arrays."""
     return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+
+
+def write_sequences(table: pa.Table, path) -> None:
+    """Sequences to parquet. No dictionary pages: ids, times and lengths rarely repeat within a
+    page, so building a dictionary costs time and then falls back to plain encoding anyway."""
+    pq.write_table(table, path, use_dictionary=False)
 
 
 # Neither operator declares `dependencies`: merlin would then re-read those columns from the raw
@@ -79,13 +86,15 @@ class GroupSequences(Operator):
         offsets = group_offsets(keys)
         full = np.diff(offsets)
         lengths = np.minimum(full, self.max_len or np.iinfo(np.int64).max)
-        rows = keep_last_mask(offsets, self.max_len)
         groups = self._keep(lengths, full)  # filter whole groups before any list is built
         starts, ends = offsets[:-1], offsets[1:]
+        rows = None  # every sorted row, unless some are cut or dropped
+        if (full > lengths).any():
+            rows = keep_last_mask(offsets, self.max_len)
         if not groups.all():
-            rows &= np.repeat(groups, full)
+            rows = np.repeat(groups, full) if rows is None else rows & np.repeat(groups, full)
             starts, ends, lengths = starts[groups], ends[groups], lengths[groups]
-        rows = order[rows]
+        rows = order if rows is None else order[rows]
         new_offsets = offsets_from_lengths(lengths)
         out = pd.DataFrame({self.key: keys[starts]})
         for col in value_cols:
@@ -217,6 +226,11 @@ class ItemAge(StatOperator):
     def fit(self, col_selector: ColumnSelector, ddf):
         _require(col_selector, [self.item_col, self.time_col])
         return ddf.groupby(self.item_col)[self.time_col].min()
+
+    def fit_frame(self, col_selector: ColumnSelector, df):
+        """The same statistic on an in-memory frame, without Dask."""
+        _require(col_selector, [self.item_col, self.time_col])
+        return df.groupby(self.item_col)[self.time_col].min()
 
     def fit_finalize(self, first_seen) -> None:
         first_seen = first_seen.sort_index()

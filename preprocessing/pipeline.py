@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Literal, get_args
 
 import pandas as pd
-import pyarrow.parquet as pq
 
 from tqdm.auto import tqdm
 
@@ -18,7 +17,7 @@ from .datasets import read_movielens_100k
 from .filters import cut_interactions, length_filter, raw_lengths
 from .interactions import InteractionError, validate_interactions
 from .arrays import LENGTH_COLUMN
-from .ops import sequences_table
+from .ops import sequences_table, write_sequences
 from .partitioned import (PART_SIZE, dask_cluster, group_partitioned, key_counts,
                           read_grouped, read_interactions_partitioned)
 from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
@@ -342,7 +341,7 @@ def _write_predefined(workflow, frames: dict[str, pd.DataFrame], config: ETLConf
         if len(grouped) == 0:
             raise InteractionError(f"{_source_name(config)}: no {split} session is left "
                                    f"({reasons})")
-        pq.write_table(sequences_table(grouped), staging / f"{split}.parquet")
+        write_sequences(sequences_table(grouped), staging / f"{split}.parquet")
         sequences[split] = len(grouped)
     return sequences, reasons, cut, sequences_in
 
@@ -351,7 +350,7 @@ def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
     if config.split == "leave-last-out":
         splits = leave_last_out(grouped, min_len=config.min_len)  # already filtered
         for name, table in splits.items():
-            pq.write_table(table, staging / f"{name}.parquet")
+            write_sequences(table, staging / f"{name}.parquet")
         return {n: t.num_rows for n, t in splits.items()}, []
     windows = time_window_splits(
         grouped, TIME_COL, config.window_seconds, config.valid_fraction, config.test_fraction
@@ -360,7 +359,7 @@ def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
     for window, splits in windows.items():
         (staging / window).mkdir()
         for name, table in splits.items():
-            pq.write_table(table, staging / window / f"{name}.parquet")
+            write_sequences(table, staging / window / f"{name}.parquet")
             totals[name] += table.num_rows
     return totals, list(windows)
 

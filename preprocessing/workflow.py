@@ -5,9 +5,12 @@ per sequence), so the model always sees ids encoded exactly as in training.
 """
 from __future__ import annotations
 
+import uuid
 import warnings
 from pathlib import Path
 
+import dask
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
@@ -18,12 +21,19 @@ import nvtabular as nvt  # noqa: E402
 from merlin.io import Dataset  # noqa: E402
 from nvtabular import ops  # noqa: E402
 
+from merlin.dag import Graph  # noqa: E402
+from merlin.dag.executors import clear_stats  # noqa: E402
+from merlin.dag.ops.stat_operator import StatOperator  # noqa: E402
 from merlin.schema import Tags  # noqa: E402
 
 from .arrays import (FIRST_ITEM_ID, ITEM_COL, ITEM_LIST, KEY_COL, NULL_ID, OOV_ID, PAD_ID,  # noqa: E402,F401
                      TIME_COL, encode_sorted, sorted_vocabulary)
 from .ops import DropConsecutiveRepeats, GroupSequences, ItemAge, TimeFeatures  # noqa: E402
 from .encoding import SortedCategorify  # noqa: E402
+from .executor import LeanExecutor  # noqa: E402
+
+# rows transformed once after the fit to learn output dtypes (their values do not matter)
+DTYPE_SAMPLE_ROWS = 100_000
 
 
 def build_workflow(
@@ -80,18 +90,57 @@ def as_dataset(frame: pd.DataFrame, npartitions: int = 1) -> Dataset:
     return Dataset(frame, cpu=True, npartitions=npartitions)
 
 
-def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame, rows_per_partition: int = 250_000):
-    """Fit on an in-memory frame. After the statistics, NVTabular transforms the FIRST partition
-    once to learn output dtypes: small partitions keep that from costing a full transform. (The
-    statistics do not care how rows are partitioned; only grouping does, and it is not run here.)"""
-    workflow.fit(as_dataset(frame, npartitions=max(1, len(frame) // rows_per_partition)))
+def fit_workflow(workflow: nvt.Workflow, frame: pd.DataFrame) -> nvt.Workflow:
+    """Fit on an in-memory frame, the stock fit's steps without Dask: the statistics phase by
+    phase (an operator's inputs computed by the graph above it), each operator's `fit_frame`
+    where it has one, else its own fit on one Dask partition; then, as the stock fit does on its
+    first partition, one transform of the first rows to learn the output dtypes."""
+    graph = workflow.graph
+    if not isinstance(frame, pd.DataFrame) or any(
+            n.op.is_subgraph for n in Graph.get_nodes_by_op_type([graph.output_node], StatOperator)):
+        workflow.fit(Dataset(frame, cpu=isinstance(frame, pd.DataFrame)))  # cuDF, subgraphs: stock
+        return workflow
+    clear_stats(graph)
+    schema = as_dataset(frame.iloc[:DTYPE_SAMPLE_ROWS]).schema  # dtypes only: a small sample
+    if not graph.output_schema:
+        graph.construct_schema(schema)
+    pending = {node: Graph.get_nodes_by_op_type(node.parents_with_dependencies, StatOperator)
+               for node in Graph.get_nodes_by_op_type([graph.output_node], StatOperator)}
+    while pending:
+        phase = [node for node, needs in pending.items() if not needs]
+        for node in phase:
+            _fit_node(node, frame)
+            del pending[node]
+        for needs in pending.values():
+            needs.difference_update(phase)
+    LeanExecutor().transform(frame.iloc[:DTYPE_SAMPLE_ROWS], graph.output_node, capture_dtypes=True)
+    graph.construct_schema(schema, preserve_dtypes=True)
     return workflow
+
+
+def _fit_node(node, frame: pd.DataFrame) -> None:
+    produced = {c for parent in node.parents_with_dependencies for c in parent.output_columns.names}
+    extra = [c for c in node.input_columns.names if c not in produced]
+    data = LeanExecutor().transform(frame, node.parents_with_dependencies,
+                                    additional_columns=extra or None, capture_dtypes=True)
+    if data is None:  # a statistic straight on input columns, no node above it
+        data = frame[extra]
+    fit_frame = getattr(node.op, "fit_frame", None)
+    stats = fit_frame(node.input_columns, data) if fit_frame else None
+    if stats is None:  # named: dask would otherwise hash every value of the frame for a name
+        ddf = dd.from_pandas(data, npartitions=1, sort=False, name=f"fit-{uuid.uuid4().hex}")
+        stats = dask.compute(node.op.fit(node.input_columns, ddf), scheduler="synchronous")[0]
+    node.op.fit_finalize(stats)
+    node.op.fitted = True
 
 
 def transform_frame(workflow: nvt.Workflow, frame: pd.DataFrame) -> pd.DataFrame:
     """Apply a fitted workflow to an in-memory frame of raw rows: merlin's local executor on the
-    frame itself (a Dask collection of one partition would only add graph building and hashing)."""
-    return workflow.transform(frame)
+    frame itself (a Dask collection of one partition would only add graph building and hashing),
+    without its copies of the frame between operators (LeanExecutor)."""
+    if not workflow.graph.output_schema:
+        raise ValueError("the workflow is not fitted: no output schema")
+    return LeanExecutor().transform(frame, workflow.output_node, workflow.output_dtypes)
 
 
 def load_workflow(path: str | Path) -> nvt.Workflow:

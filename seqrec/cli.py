@@ -33,7 +33,7 @@ def cmd_preprocess(args) -> None:
         print(f"dropped        {count:,} sequences: {reason}")
     for reason, count in result.dropped_interactions.items():
         print(f"cut            {count:,} interactions: {reason}")
-    print(f"sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
+    print("sequences out  " + ", ".join(f"{k} {v:,}" for k, v in result.sequences.items())
           + (f" over {len(result.windows)} windows" if result.windows else ""))
     print(f"items          {result.num_items:,}")
     print(f"output         {result.output_dir}")
@@ -72,18 +72,36 @@ def cmd_train_recformer(args) -> None:
 
 
 def cmd_incremental(args) -> None:
-    from seqrec.training.incremental import train_incremental
-
     cfg = _config(args, "incremental", data_dir=args.data_dir, output_dir=args.output_dir)
-    report = train_incremental(cfg)
-    print(f"{'trained on':14s}{'evaluated on':14s}{'sessions':>9s}{'ndcg@10':>9s}{'recall@10':>10s}{'pop ndcg@10':>12s}")
+    if args.serve:
+        from seqrec.model_repository.continuous import REPORT_CSV, serve_incremental
+
+        def reloaded(event: dict) -> None:
+            print(f"window {event['window']}: version {event['version']} serving at {event['url']} "
+                  f"(reload {event['reload_seconds']:.1f} s)", flush=True)
+
+        report = serve_incremental(cfg, on_reload=reloaded)  # a failed reload: ReloadError
+    else:
+        from seqrec.training.incremental import train_incremental
+
+        report = train_incremental(cfg)
+    served = "served" in (report["windows"] or [{}])[0]
+    print(f"{'trained on':14s}{'evaluated on':14s}{'sessions':>9s}{'ndcg@10':>9s}{'recall@10':>10s}"
+          f"{'pop ndcg@10':>12s}" + (f"{'served ndcg@10':>15s}" if served else ""))
     for w in report["windows"]:
         print(f"{w['trained_on']:14s}{w['evaluated_on']:14s}{w['sessions']:9d}"
-              f"{w['model']['ndcg@10']:9.4f}{w['model']['recall@10']:10.4f}{w['popularity']['ndcg@10']:12.4f}")
+              f"{w['model']['ndcg@10']:9.4f}{w['model']['recall@10']:10.4f}{w['popularity']['ndcg@10']:12.4f}"
+              + (f"{w['served']['ndcg@10']:15.4f}" if served else ""))
     avg = report["average"]
     print(f"{'average':37s}{avg['model']['ndcg@10']:9.4f}{avg['model']['recall@10']:10.4f}"
-          f"{avg['popularity']['ndcg@10']:12.4f}")
+          f"{avg['popularity']['ndcg@10']:12.4f}"
+          + (f"{report['served_average']['ndcg@10']:15.4f}" if served else ""))
     print(f"report: {cfg.output_dir}/incremental.json, plot: {cfg.output_dir}/incremental.png")
+    if served:
+        differ = [w["evaluated_on"] for w in report["windows"] if not w["serving"]["matches_offline"]]
+        print(f"served vs offline: {cfg.output_dir}/{REPORT_CSV}; "
+              + (f"DIFFERENT on {', '.join(differ)}" if differ else "equal on every window")
+              + f"; repository {report['serving']['repository']} (version {report['serving']['version']})")
 
 
 def cmd_rank(args) -> None:
@@ -123,8 +141,13 @@ def cmd_export(args) -> None:
         return
     cfg = _config(args, "export", **flags)
 
-    repo = export_repository(cfg)
+    try:
+        repo = export_repository(cfg)
+    except (FileNotFoundError, ValueError) as err:  # a missing input, a model and ranker that disagree
+        raise SeqrecError(str(err)) from None
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
+    if cfg.ranker:
+        print(f"two-stage: the top {cfg.candidates} retrieved items re-ranked by the ranker in {cfg.ranker}")
     why = scorer_fallback(repo)
     if why:
         print(f"fallback: {MODEL} runs the eager scorer from the installed seqrec.training "
@@ -243,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     p = add("incremental", cmd_incremental, "train on time window t, evaluate on t+1, continue")
     p.add_argument("--data-dir")
     p.add_argument("--output-dir")
+    p.add_argument("--serve", action="store_true",
+                   help="publish every window's model to a server (explicit model control) and "
+                        "evaluate the next window through it (incremental.serve)")
     p = add("rank", cmd_rank, "train the discriminative ranker (AUC / GAUC on held-out users)")
     p.add_argument("--data-dir")
     p.add_argument("--output-dir")

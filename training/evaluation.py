@@ -76,6 +76,29 @@ def ranking_metrics(top_ids: np.ndarray, targets: np.ndarray, cutoffs=CUTOFFS) -
     return rank_metrics(ranks, cutoffs, full=False)
 
 
+def top_k_depth(cutoffs=CUTOFFS) -> int:
+    """How many answers a ranked list needs for top_k_ranks to be exact at every cutoff."""
+    return max(cutoffs) + 1
+
+
+def top_k_ranks(top_ids: np.ndarray, top_scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[B] strict ranks (as strict_ranks) from top-D lists alone (top_ids / top_scores [B, D],
+    best first, e.g. a served answer; targets [B]): exact for every rank below D - 1, MISS for
+    the rest (at or past D - 1 a tie outside the list may push the target further down). So the
+    metrics at every cutoff <= D - 1 (top_k_depth) equal those of the full-catalogue ranks.
+
+    The target's rank is the number of other listed items scoring at least as high; every item
+    scoring that high is listed exactly when the last listed score is below the target's."""
+    top_ids, top_scores = np.asarray(top_ids), np.asarray(top_scores, dtype=np.float64)
+    targets = np.asarray(targets)
+    hits = top_ids == targets[:, None]
+    found = hits.any(axis=1)
+    own = top_scores[np.arange(len(targets)), hits.argmax(axis=1)]  # [B]
+    rank = (top_scores >= own[:, None]).sum(axis=1) - 1
+    exact = found & np.isfinite(own) & (top_scores[:, -1] < own)
+    return np.where(exact, rank, MISS).astype(np.int64)
+
+
 def summarise(ranks: dict[str, np.ndarray], lengths: np.ndarray, exclude_seen: bool,
               ctx: distributed.Context = distributed.SINGLE) -> dict:
     """Ranks under each policy + history lengths -> the report: the configured policy's
@@ -264,6 +287,7 @@ def block_seen(scores: np.ndarray, histories: Rows) -> np.ndarray:
 
 
 __all__ = ["CUTOFFS", "POLICIES", "HISTORY_BUCKETS", "MISS", "ranking_metrics", "rank_metrics",
+           "top_k_depth", "top_k_ranks",
            "strict_ranks", "model_ranks", "popularity_counts", "popularity_ranks", "summarise",
            "flat_metrics", "evaluate", "evaluate_popularity", "binary_auc", "group_auc", "log_loss",
            "block_seen"]

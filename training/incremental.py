@@ -7,7 +7,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,27 @@ SPLITS = ("train", "valid", "test")
 
 
 @dataclass
+class ServeConfig:
+    """`seqrec incremental --serve`: where each window's model is published and served."""
+    repository: str | None = None  # model repository (default: <output_dir>/model_repository)
+    url: str | None = None  # gRPC address of a running server (explicit model control) serving
+    # `repository`; None: the run starts its own tritonserver on 127.0.0.1 and stops it at the end
+    key_file: str | None = None  # its model-control key (default: $SEQREC_REPOSITORY_KEY, else
+    # the file `seqrec serve` wrote)
+    request_rows: int = 64  # sessions per evaluation request (<= the export's max_batch_size)
+    timeout_s: float = 300.0  # per reload and per request, retries included
+
+    def __post_init__(self):
+        if self.request_rows < 1:
+            raise ValueError(f"request_rows must be >= 1, got {self.request_rows}")
+
+
+# after_window(index, trained_on, evaluated_on or None, model, evaluation rows or None, offline
+# report or None) -> fields added to the window's record (served metrics under "served")
+WindowHook = Callable[[int, str, "str | None", object, "dict | None", "dict | None"], dict]
+
+
+@dataclass
 class IncrementalConfig:
     data_dir: str  # written by `seqrec preprocess` with split: time-window
     output_dir: str
@@ -44,6 +65,7 @@ class IncrementalConfig:
     precision: Precision = "fp32"  # fp32 | bf16 (autocast of the training step; evaluation stays fp32)
     tensorboard: bool = True  # loss and learning rate per epoch, window t+1's metrics, in output_dir/tensorboard
     model: ModelConfig = field(default_factory=ModelConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)  # used with --serve only
 
     def __post_init__(self):
         structure_nested(self)
@@ -70,9 +92,12 @@ def _concat(parts: list[dict[str, Ragged]]) -> dict[str, Ragged]:
     return {c: Ragged.concat([p[c] for p in parts]) for c in parts[0]}
 
 
-def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
+def train_incremental(cfg: IncrementalConfig, progress: bool = True,
+                      after_window: WindowHook | None = None) -> dict:
     """Window by window: `epochs_per_window` epochs on all of window t, then evaluation on window
-    t+1 (never trained on yet); the last window is trained on too (the model served next)."""
+    t+1 (never trained on yet); the last window is trained on too (the model served next).
+    `after_window` runs once window t is trained and evaluated offline, before t+1 is trained on
+    (`seqrec incremental --serve` publishes the model there and evaluates t+1 through the server)."""
     started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
@@ -111,18 +136,27 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
             done += 1
             log.epoch(done, losses[-1], trainer.optimizer.param_groups[0]["lr"])
             trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
-        if index + 1 == len(windows) or index < len(per_window):
-            continue  # the last window is not evaluated; an earlier one was before resuming
+        if index < len(per_window):
+            continue  # evaluated before the run was resumed
+        if index + 1 == len(windows):  # the last window is not evaluated
+            if after_window is not None:
+                after_window(index, current.name, None, model, None, None)
+            continue
         following = windows[index + 1]
         target = data[following.name][cfg.eval_split]
         metrics = evaluate(model, target[ITEM_LIST], exclude_seen=cfg.eval_exclude_seen,
                            features=feature_columns(target, model_cfg.side) or None)
         seen = Ragged.concat([whole[w.name][ITEM_LIST] for w in windows[: index + 1]])
         popularity = evaluate_popularity(seen, target[ITEM_LIST], num_items, cfg.eval_exclude_seen)
-        per_window.append({"trained_on": current.name, "evaluated_on": following.name,
-                           "sessions": len(target[ITEM_LIST]), "loss": losses[-1],
-                           "model": metrics, "popularity": popularity})
+        record = {"trained_on": current.name, "evaluated_on": following.name,
+                  "sessions": len(target[ITEM_LIST]), "loss": losses[-1],
+                  "model": metrics, "popularity": popularity}
+        if after_window is not None:
+            record.update(after_window(index, current.name, following.name, model, target, metrics))
+        per_window.append(record)
         log.metrics(done, metrics, "next_window")
+        if "served" in record:
+            log.metrics(done, record["served"], "served_next_window")
         losses = []
         trainer.save_state(state_file, epochs_done=done, windows=per_window, window_losses=losses)
         bar.set_postfix(window=following.name, ndcg10=f"{metrics['ndcg@10']:.4f}")
@@ -134,6 +168,9 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True) -> dict:
         "windows": per_window,
         "average": {who: {m: float(np.mean([w[who][m] for w in per_window])) for m in names}
                     for who in ("model", "popularity")},
+        **({"served_average": {m: float(np.mean([w["served"][m] for w in per_window]))
+                               for m in per_window[0]["served"]}}
+           if all("served" in w for w in per_window) else {}),
         "seconds": time.perf_counter() - started,
     }
     (out / "incremental.json").write_text(json.dumps(report, indent=2))

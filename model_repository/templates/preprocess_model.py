@@ -25,7 +25,8 @@ class TritonPythonModel:
         here = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         fingerprint = fingerprint_value((here / FINGERPRINT_FILE).read_text().strip())
-        self.runtime = load_preprocessor(here, fingerprint)  # an ID or a text model's
+        max_k = config.get("parameters", {}).get("max_k", {}).get("string_value")  # two-stage exports
+        self.runtime = load_preprocessor(here, fingerprint, int(max_k) if max_k else None)
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}

@@ -3,10 +3,11 @@ dynamic batch. Glue only: model/runtime.py (copied beside this file) gathers the
 the answers back; the ranking itself is the scorer (seqrec.training.scoring), run as scorer.pt2
 (its torch.export program, checked by `seqrec export`: torch alone), scorer_compiled.pt2 (the
 same program compiled by AOTInductor, with `compile_scorer`) or, for an export made with
-`allow_fallback`, eagerly from the installed seqrec.training; a text model (Recformer: scorer
-`recformer`) runs training/recformer/serving.py's scorer from the installed seqrec.training over
-its item_matrix.npy, its packed tokens arriving where side features do. Output types come from
-model_config.
+`allow_fallback`, eagerly from the installed seqrec.training. A two-stage export's program is the
+retrieval + ranking module (seqrec.training.ranker.two_stage), which also answers ranker_scores.
+A text model (Recformer: scorer `recformer`) runs training/recformer/serving.py's scorer from the
+installed seqrec.training over its item_matrix.npy, its packed tokens arriving where side
+features do. Output types come from model_config.
 """
 import json
 import sys
@@ -52,8 +53,15 @@ class TritonPythonModel:
             from seqrec.training.checkpoint import load_checkpoint
             from seqrec.training.scoring import Scorer
 
-            model = load_checkpoint(here / "checkpoint").to(self.device)
+            model = load_checkpoint(here / "checkpoint")
             self.scorer = Scorer(model, params.get("exclude_seen") == "true").eval()
+            if params.get("candidates"):  # a two-stage export: the ranker beside the checkpoint
+                from seqrec.training.ranker.two_stage import load_ranker, two_stage_module
+
+                self.scorer = two_stage_module(model, load_ranker(here / "ranker"),
+                                               int(params["candidates"]),
+                                               params.get("exclude_seen") == "true")
+            self.scorer = self.scorer.to(self.device)
         else:
             path = here / params.get("scorer", "scorer.pt2")
             try:
@@ -65,7 +73,8 @@ class TritonPythonModel:
                 raise RuntimeError(f"{path} is not a readable exported "
                                    f"program ({type(err).__name__}: {err})") from None
         self.ranker = Ranker(np.load(here / "item_vocabulary.npy"), int(params["top_k"]), keys,
-                             fingerprint_value((here / FINGERPRINT_FILE).read_text().strip()))
+                             fingerprint_value((here / FINGERPRINT_FILE).read_text().strip()),
+                             two_stage=bool(params.get("candidates")))
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}
@@ -93,6 +102,7 @@ class TritonPythonModel:
             items, exclude, side = self.ranker.good(batch)
             ids = np.zeros((0, batch.depth), dtype=np.int64)
             scores = np.zeros((0, batch.depth), dtype=np.float32)
+            ranked = None
             if len(items):
                 with torch.inference_mode():
                     # the window only as wide as this batch's longest history: [W, 0], like depth
@@ -104,7 +114,8 @@ class TritonPythonModel:
                         {k: torch.from_numpy(v).to(self.device) for k, v in side.items()} or None,
                         width)
                 ids, scores = top[0].cpu().numpy(), top[1].cpu().numpy()
-            outputs = self.ranker.answers(batch, ids, scores)
+                ranked = top[2].cpu().numpy() if len(top) > 2 else None  # two-stage: the ranker's
+            outputs = self.ranker.answers(batch, ids, scores, ranked)
         except Exception as err:  # noqa: BLE001 - a fault: every request of the batch learns why
             error = pb_utils.TritonError(f"scoring failed: {type(err).__name__}: {err}",
                                          pb_utils.TritonError.INTERNAL)

@@ -72,7 +72,7 @@ def read_generic(path, columns: dict[str, str | int], time_format: str | None = 
     for name, source in columns.items():
         if name not in out:
             out[name] = side_column(table[source])
-    return pd.DataFrame(out)
+    return pd.DataFrame(out, copy=False)  # the arrays as read: no consolidating copy
 
 
 def _text_columns(path: Path, columns: dict, sep: str, header: bool) -> dict[str, str]:
@@ -140,7 +140,10 @@ def _epoch(column, time_format, path, name, line) -> np.ndarray:
         if per_second is None:
             raise ReaderError(path, f"numeric times but time_format {time_format!r}; use one of "
                               f"{list(UNITS)}", column=name)
-        return np.floor_divide(column.to_numpy(), per_second).astype(np.int64)
+        values = column.to_numpy()
+        if per_second == 1 and pa.types.is_integer(column.type):  # seconds already: no pass
+            return values.astype(np.int64, copy=False)
+        return np.floor_divide(values, per_second).astype(np.int64)
     raise ReaderError(path, f"dtype {column.type}, expected epoch numbers, datetimes or text",
                       column=name)
 

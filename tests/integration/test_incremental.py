@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from seqrec.preprocessing.arrays import ITEM_LIST
 from seqrec.preprocessing.pipeline import ETLConfig, run_etl
 from seqrec.training.incremental import IncrementalConfig, train_incremental
 
@@ -208,3 +209,119 @@ def test_a_model_trained_by_incremental_exports_and_serves(tiny_windows, tmp_pat
     with TritonServer(repo) as server, RecommenderClient(server.grpc_url, timeout_s=60) as client:
         served = client.recommend(vocab[history].tolist())
     assert served.item_ids == vocab[ids[0]].tolist()
+
+
+class Traffic:
+    """Requests sent back to back from a thread for as long as it runs, each failing on its first
+    error (no retries): (finish time, None or the error) per request."""
+
+    def __init__(self, url: str, sessions: list[list[int]]):
+        import threading
+
+        self.url, self.sessions, self.done = url, sessions, []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        import time
+
+        from seqrec.client import RecommenderClient
+
+        with RecommenderClient(self.url, timeout_s=30, retries=0) as client:
+            while not self._stop.is_set():
+                try:
+                    client.recommend_batch(self.sessions)
+                    self.done.append((time.monotonic(), None))
+                except Exception as err:  # noqa: BLE001 - every failure is counted and shown
+                    self.done.append((time.monotonic(), err))
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join(60)
+
+    def failed(self):
+        return [err for _, err in self.done if err is not None]
+
+    def answered_between(self, start: float, end: float) -> int:
+        return sum(1 for t, err in self.done if err is None and start <= t <= end)
+
+
+def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monkeypatch):
+    """`incremental --serve` against a running tritonserver (explicit model control): every
+    window's model becomes a new version the server reloads without a restart; window t+1 scored
+    through the server gives the offline metrics exactly, while requests sent all along are all
+    answered; a version that fails to load stops the run and the previous one keeps serving."""
+    import csv
+    import time
+
+    from seqrec.client.control import ModelControl
+    from seqrec.model_repository import continuous
+    from seqrec.model_repository.export import ENSEMBLE, MODEL, PREPROCESS
+    from seqrec.model_repository.server import TritonServer
+    from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+    from seqrec.training.evaluation import metric_names
+    from seqrec.training.run_log import read_scalars
+
+    data = tmp_path / "data"  # 3 windows: versions 1 and 2 are evaluated on the next one
+    run_etl(ETLConfig(output_dir=str(data), key="session_id", split="time-window", min_len=2,
+                      max_len=20, valid_fraction=0.2, test_fraction=0.2),
+            interactions=chained_sessions(days=2, per_day=150), progress=False)
+    vocab = item_vocabulary(load_workflow(data / "workflow"))
+    first = sorted(data.glob("20*"))[0]
+    probe = [vocab[r[:-1]].tolist() for r in pd.read_parquet(first / "train.parquet")[ITEM_LIST][:8]]
+    repo = tmp_path / "repo"
+    repo.mkdir()
+
+    export, exports = continuous.export_repository, []
+
+    def third_damaged(cfg):  # version 3 is published, then its program is cut in half
+        export(cfg)
+        exports.append(1)
+        if len(exports) == 3:
+            scorer = repo / MODEL / "3" / "scorer.pt2"
+            scorer.write_bytes(scorer.read_bytes()[: scorer.stat().st_size // 2])
+
+    monkeypatch.setattr(continuous, "export_repository", third_damaged)
+    events, traffic = [], []
+
+    def reloaded(event):
+        events.append({**event, "at": time.monotonic()})
+        if not traffic:  # from the first version on, requests all the time
+            traffic.append(Traffic(event["url"], probe))
+
+    out = tmp_path / "run"
+    with TritonServer(repo, model_control="explicit") as srv, \
+            ModelControl(srv.grpc_url, key=srv.repository_key) as ctl:
+        (tmp_path / "key").write_text(srv.repository_key)
+        cfg = _tiny(data, out, serve={"repository": str(repo), "url": srv.grpc_url,
+                                      "key_file": str(tmp_path / "key"), "request_rows": 32})
+        try:
+            with pytest.raises(continuous.ReloadError) as failed:
+                continuous.serve_incremental(cfg, progress=False, on_reload=reloaded)
+            failed_at = time.monotonic()
+            assert ctl.member_versions(ENSEMBLE) == {PREPROCESS: 2, MODEL: 2}  # still serving 2
+            time.sleep(1.0)
+        finally:
+            for t in traffic:
+                t.stop()
+    message = str(failed.value)
+    assert "version 3" in message and "'seqrec_model'" in message and "version 2 keeps serving" in message
+    assert "3/scorer.pt2 is not a readable exported program" in message
+    assert [e["version"] for e in events] == [1, 2]
+    # requests answered all along: while version 2 loaded, while 3 failed, after
+    assert traffic and not traffic[0].failed(), traffic[0].failed()[:3]
+    assert traffic[0].answered_between(events[1]["at"] - events[1]["reload_seconds"], events[1]["at"]) > 0
+    assert traffic[0].answered_between(failed_at, failed_at + 1.0) > 0
+    # window t+1 through version t: the same sessions, the same rank metrics as offline
+    rows = list(csv.DictReader(open(out / continuous.REPORT_CSV)))
+    names = metric_names(full=False)
+    assert len(rows) == 2 * len(names) and [int(r["version"]) for r in rows[::len(names)]] == [1, 2]
+    for r in rows:
+        assert float(r["served"]) == pytest.approx(float(r["offline"]), abs=1e-12), r
+    assert max(float(r["served"]) for r in rows if r["metric"] == "recall@20") > 0.3  # it learnt
+    offline = dict(zip(names, (float(r["offline"]) for r in rows[len(names):])))
+    scalars = read_scalars(out)
+    assert len(scalars["served_next_window/ndcg@10"]) == 2
+    assert scalars["served_next_window/ndcg@10"][1][1] == pytest.approx(offline["ndcg@10"])
+    assert scalars["next_window/ndcg@10"][1][1] == pytest.approx(offline["ndcg@10"])

@@ -199,12 +199,16 @@ def test_time_features_follow_each_sessions_order(tmp_path):
 
 
 def test_item_age_is_seconds_since_the_items_first_interaction(tmp_path, ml100k):
-    """Fitted over 10 partitions (the per-item minimum must merge across them), on real rows;
-    an item the fit never saw is age 0 at transform time."""
-    from seqrec.preprocessing.workflow import build_workflow, fit_workflow, transform_frame
+    """Fitted in memory on real rows, and through Dask over 10 partitions (the per-item minimum
+    must merge across them) to the same ages; an item the fit never saw is age 0 at transform
+    time."""
+    from seqrec.preprocessing.workflow import as_dataset, build_workflow, fit_workflow, transform_frame
 
     workflow = build_workflow(tmp_path / "cats", max_len=None, item_age=True)
-    fit_workflow(workflow, ml100k, rows_per_partition=10_000)
+    fit_workflow(workflow, ml100k)
+    streamed = build_workflow(tmp_path / "cats-dask", max_len=None, item_age=True)
+    streamed.fit(as_dataset(ml100k, npartitions=10))
+    pd.testing.assert_frame_equal(transform_frame(streamed, ml100k), transform_frame(workflow, ml100k))
     grouped = transform_frame(workflow, ml100k).set_index("user_id")
     rows = ml100k.sort_values(["user_id", "timestamp"], kind="stable")
     want = rows["timestamp"] - rows.groupby("item_id")["timestamp"].transform("min")

@@ -215,6 +215,38 @@ def test_project_errors_are_value_errors_too():
     assert str(ConfigError("", "bad").under("a")) == "a: bad"
 
 
+def test_incremental_serve_keys_are_typed_and_checked(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    head = "workdir: w\nincremental:\n"
+    recipe.write_text(head + "  serve:\n    repository: repo\n    url: 127.0.0.1:8001\n")
+    serve = section(load_recipe(recipe), "incremental").serve
+    assert (serve.repository, serve.url, serve.key_file, serve.request_rows) == \
+        ("repo", "127.0.0.1:8001", None, 64)
+    recipe.write_text(head + "  serve:\n    repo: x\n")
+    with pytest.raises(ConfigError, match=r"^incremental\.serve: unknown key 'repo'; valid: key_file, repository"):
+        section(load_recipe(recipe), "incremental")
+    recipe.write_text(head + "  serve:\n    request_rows: 0\n")
+    with pytest.raises(ConfigError, match=r"^incremental\.serve: request_rows must be >= 1"):
+        section(load_recipe(recipe), "incremental")
+
+
+@pytest.mark.parametrize("serve,message", [
+    ("    request_rows: 65\n", "error: incremental.serve.request_rows: 65 sessions per request is "
+                             "more than the exported max_batch_size (64)\n"),
+    ("    url: 127.0.0.1:1\n  model:\n    side_features: {categorical: [mode]}\n",
+     "error: incremental --serve evaluates through the server with item "
+                             "ids only: a model with side features is not supported"),
+])
+def test_incremental_serve_refuses_before_training(tmp_path, capsys, serve, message):
+    from seqrec.cli import main
+
+    recipe = tmp_path / "inc.yaml"
+    recipe.write_text(f"workdir: {tmp_path / 'w'}\nincremental:\n  serve:\n{serve}")
+    assert main(["incremental", "--serve", "--config", str(recipe)]) == 2
+    assert capsys.readouterr().err.startswith(message)
+    assert not (tmp_path / "w").exists()  # nothing trained, nothing written
+
+
 @dataclass
 class Built:
     inner: Inner | None = None

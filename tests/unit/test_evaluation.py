@@ -134,3 +134,25 @@ def test_split_history_target_at_positions():
     assert [h.tolist() for h in histories] == [[3, 4], []]
     with pytest.raises(ValueError, match="outside row 1"):
         split_history_target(rows, np.array([1, 2]))
+
+
+def test_top_k_ranks_equal_the_full_strict_ranks_below_the_depth():
+    """From top-D lists alone (what a server answers), every strict rank below D - 1 is exact and
+    the rest are misses, ties included, so the metrics at every cutoff <= D - 1 are the same."""
+    from seqrec.training.evaluation import rank_metrics, top_k_depth, top_k_ranks
+
+    rng = np.random.default_rng(3)
+    scores = rng.integers(0, 12, size=(400, 40)).astype(np.float32)  # many ties
+    scores[:, :FIRST_ITEM_ID] = -np.inf
+    scores[::7, 5] = -np.inf  # an excluded target
+    targets = rng.integers(FIRST_ITEM_ID, 40, size=400)
+    full = strict_ranks(scores, targets)
+    depth = 12
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :depth]  # any order among ties
+    top_ids, top_scores = order, np.take_along_axis(scores, order, axis=1)
+    ranks = top_k_ranks(top_ids, top_scores, targets)
+    assert (full < depth - 1).any() and (full >= depth - 1).any() and (ranks[::7] == MISS).any()
+    np.testing.assert_array_equal(ranks, np.where(full < depth - 1, full, MISS))
+    cutoffs = (5, depth - 1)
+    assert rank_metrics(ranks, cutoffs, full=False) == rank_metrics(full, cutoffs, full=False)
+    assert top_k_depth(CUTOFFS) == max(CUTOFFS) + 1

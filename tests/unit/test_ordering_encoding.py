@@ -61,3 +61,55 @@ def test_non_integer_columns_keep_the_stock_transform(tmp_path):
 def test_vocabulary_without_ids_encodes_everything_as_oov():
     vocab = IntegerVocabulary(np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64))
     assert vocab.encode(np.array([1, 2, 3])).tolist() == [2, 2, 2]
+
+
+@pytest.mark.parametrize("dtype", ["int64", "int32", "uint16", "wide"])
+@pytest.mark.parametrize("freq_threshold", [0, 3])
+def test_fit_without_dask_writes_the_stock_vocabulary_files(tmp_path, dtype, freq_threshold):
+    """The in-memory fit (counts in numpy) writes byte-equal unique/meta files to the stock
+    Dask fit, ties in count ordered as the stock fit orders them; then the codes are equal."""
+    from seqrec.preprocessing.workflow import fit_workflow
+
+    rng = np.random.default_rng(7)
+    items = rng.zipf(1.3, 6000) % 700 + 5  # many equal counts among the rare ids
+    items = items * (2 ** 50) - 2 ** 61 if dtype == "wide" else items.astype(dtype)
+    frame = pd.DataFrame({"item": items, "cat": rng.integers(0, 40, 6000).astype(np.int32)})
+    stock = fitted(tmp_path / "stock", frame, SortedCategorify, freq_threshold=freq_threshold)
+    ours = nvt.Workflow(["item", "cat"] >> SortedCategorify(out_path=str(tmp_path / "ours"),
+                                                            freq_threshold=freq_threshold))
+    fit_workflow(ours, frame)
+    for name in ("unique.item.parquet", "meta.item.parquet", "unique.cat.parquet", "meta.cat.parquet"):
+        want = pd.read_parquet(tmp_path / "stock" / "SortedCategorify" / "categories" / name)
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "ours" / "categories" / name), want)
+    pd.testing.assert_frame_equal(ours.transform(frame), stock.transform(frame))
+    assert ours.output_schema.column_names == stock.output_schema.column_names
+
+
+def test_lean_executor_equals_the_stock_executor_on_every_operator(tmp_path):
+    """Encoding, normalising, log, time features, item age, repeat removal and grouping, fitted
+    and applied without Dask or frame copies: the same columns and values as merlin's own fit
+    (three Dask partitions) and transform. Normalised floats may differ in the last bits (the
+    stock mean/std sums over partitions in another order)."""
+    from merlin.io import Dataset as MerlinDataset
+    from seqrec.preprocessing.workflow import build_workflow, fit_workflow, transform_frame
+
+    rng = np.random.default_rng(1)
+    n = 20_000
+    frame = pd.DataFrame({"user_id": rng.integers(0, 900, n), "item_id": rng.zipf(1.2, n) % 800,
+                          "timestamp": rng.integers(0, 10 ** 6, n),
+                          "category": rng.integers(0, 30, n).astype(np.int32),
+                          "price": rng.exponential(4, n).astype(np.float32), "c2": rng.normal(size=n)},
+                         index=np.arange(n) * 3)  # not a RangeIndex: rows align by position
+    options = dict(max_len=20, freq_threshold=2, categorical=("category",), continuous=("price", "c2"),
+                   log_continuous=("price",), time_features=True, item_age=True, remove_repeats=True)
+    stock = build_workflow(tmp_path / "stock", **options)
+    stock.fit(MerlinDataset(frame, cpu=True, npartitions=3))
+    ours = fit_workflow(build_workflow(tmp_path / "ours", **options), frame)
+    want, got = stock.transform(frame), transform_frame(ours, frame)
+    assert list(got.columns) == list(want.columns) and (got.dtypes == want.dtypes).all()
+    for col in want.columns:
+        if col in ("price-list", "c2-list"):
+            np.testing.assert_allclose(np.concatenate(got[col].tolist()),
+                                       np.concatenate(want[col].tolist()), rtol=1e-6, atol=1e-6)
+        else:
+            assert got[col].equals(want[col]), col

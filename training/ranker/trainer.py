@@ -26,6 +26,7 @@ from .strategies import STRATEGIES, Strategy, apply_strategy
 
 Source = Literal["pretrain", "checkpoint"]
 RANKER_FILE, GENERATIVE_FILE, METRICS_FILE = "ranker.pt", "generative.pt", "metrics.json"
+VOCABULARY_FILE = "item_vocabulary.npy"
 
 
 @dataclass
@@ -94,6 +95,7 @@ class RankData:
     test: Examples
     item_category: np.ndarray
     categories: list[str]
+    vocabulary: np.ndarray | None = None  # encoded -> original id (saved beside the ranker)
 
 
 def load_movielens(data_dir: str | Path, labels: LabelConfig) -> RankData:
@@ -116,7 +118,7 @@ def load_movielens(data_dir: str | Path, labels: LabelConfig) -> RankData:
                               labels, len(vocabulary))
     train, test = split_users(examples, labels.test_quantile)
     table, names = category_table(vocabulary, read_movielens_100k_genres())
-    return RankData(train, test, table, names)
+    return RankData(train, test, table, names, vocabulary)
 
 
 def optimise(model: torch.nn.Module, n_units: int, loss_of: Callable[[np.ndarray], torch.Tensor], *,
@@ -263,6 +265,8 @@ def rank(cfg: RankConfig, data: RankData | None = None, source: dict | None = No
     model, fitted = fit(cfg, data, source, device)
     train_m, test_m = evaluate_ranker(cfg, model, data)
     _save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / RANKER_FILE)
+    if data.vocabulary is not None:  # what `seqrec export` checks the retrieval model against
+        _save_array(data.vocabulary, out / VOCABULARY_FILE)
     result = RankResult(output_dir=str(out), strategy=cfg.init.strategy,
                         dense_parameters=dense_parameter_count(model), losses=fitted["losses"],
                         pretrain_losses=pretrain_losses, train=train_m, test=test_m,
@@ -271,6 +275,13 @@ def rank(cfg: RankConfig, data: RankData | None = None, source: dict | None = No
                         examples={"train": len(data.train), "test": len(data.test)})
     (out / METRICS_FILE).write_text(json.dumps({"rank_config": asdict(cfg), **asdict(result)}, indent=2))
     return result
+
+
+def _save_array(array: np.ndarray, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".npy")
+    os.close(fd)
+    np.save(tmp, array)
+    os.replace(tmp, path)
 
 
 def _save(state: dict, path: Path) -> None:
