@@ -28,24 +28,23 @@ def _compute_dtype(device_type: str) -> torch.dtype | None:
 class _ItemCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, bias, targets, first_item, label_smoothing, compute_dtype, need_grad):
-        n = hidden.shape[0]
-        dtype = compute_dtype or hidden.dtype
+        (n, d), dtype = hidden.shape, compute_dtype or hidden.dtype
         # Only real items are scored: reserved ids (padding, null, OOV) can never be a prediction,
-        # so they get no logit at all (the plain way's -inf) and a zero gradient.
-        h_all, w, b = hidden.to(dtype), weight[first_item:].to(dtype), bias[first_item:].float()
+        # so they get no logit at all (the plain way's -inf) and no gradient.
+        h_all, w, b = hidden.to(dtype), weight[first_item:].to(dtype), bias[first_item:].to(dtype)
         real = w.shape[0]
         local = targets - first_item
         chunk = max(1, CHUNK_ELEMENTS // real)
         if need_grad:
-            grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
+            grad_h = torch.empty((n, d), dtype=dtype, device=hidden.device)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             grad_b = torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
         picked, smooth = [], []
         for start in range(0, n, chunk):
             h = h_all[start:start + chunk]
             t = local[start:start + chunk, None].clamp(min=0)
-            logits = (h @ w.T).float() + b if dtype != torch.float32 else torch.addmm(b, h, w.T)
-            logp = torch.log_softmax(logits, 1)
+            # log-probabilities in fp32 whatever the matmul's dtype (the cast is fused in)
+            logp = torch.log_softmax(torch.addmm(b, h, w.T), 1, dtype=torch.float32)
             picked.append(logp.gather(1, t))
             if label_smoothing:
                 smooth.append(logp.mean(1, keepdim=True))
@@ -57,11 +56,10 @@ class _ItemCrossEntropy(torch.autograd.Function):
             g.scatter_add_(1, t, torch.full(t.shape, label_smoothing - 1, dtype=g.dtype, device=g.device))
             grad_b[first_item:] += g.sum(0)
             g = g.to(dtype)
+            torch.mm(g, w, out=grad_h[start:start + chunk])
             if dtype == torch.float32:
-                torch.mm(g, w, out=grad_h[start:start + chunk])
                 grad_w[first_item:].addmm_(g.T, h)
             else:
-                grad_h[start:start + chunk] = g @ w
                 grad_w[first_item:] += (g.T @ h).float()
         loss = -torch.cat(picked)
         if label_smoothing:
