@@ -34,9 +34,11 @@ def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64
     from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
     from seqrec.training.trainer import TrainConfig, train as fit
 
+    train = dict(train or {})
+    batch_size = train.pop("batch_size", batch_size)
     cfg = TrainConfig(data_dir=data_dir, output_dir=tempfile.mkdtemp(prefix="masked-"), epochs=epochs,
                       lr=lr, batch_size=batch_size, seed=seed, patience=epochs, model=model,
-                      **(train or {}))
+                      **train)
     started = time.perf_counter()
     result = fit(cfg, progress=False)
     return {"valid_ndcg10": [round(v, 5) for v in result.valid_history],
@@ -44,6 +46,9 @@ def run(data_dir: str, model: dict, epochs: int, lr: float, batch_size: int = 64
             "best_valid_ndcg10": round(max(result.valid_history), 5),
             "best_epoch": int(np.argmax(result.valid_history)) + 1,
             "popularity_valid_ndcg10": round(result.popularity_valid["ndcg@10"], 5),
+            # the best-validation epoch's weights on test: reported, never used to choose
+            "test_ndcg10": round(result.test["ndcg@10"], 5),
+            "popularity_test_ndcg10": round(result.popularity_test["ndcg@10"], 5),
             "uniform_loss": round(math.log(len(item_vocabulary(load_workflow(Path(data_dir) / "workflow")))), 4),
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -73,6 +78,11 @@ VARIANTS = {
     "smooth-0.1": ({"label_smoothing": 0.1}, {}),
     "rtd-lambda-1": ({"rtd_lambda": 1.0}, {}),
     "rtd-lambda-10": ({"rtd_lambda": 10.0}, {}),
+    "positions-end": ({"positions": "end"}, {}),
+    "mask-last-1.0-positions-end": ({"mask_last_prob": 1.0, "positions": "end"}, {}),
+    "mask-last-1.0-mask-prob-0.05": ({"mask_last_prob": 1.0, "mask_prob": 0.05}, {}),
+    "mask-last-1.0-batch-64": ({"mask_last_prob": 1.0}, {"batch_size": 64}),
+    "mask-last-1.0-batch-16": ({"mask_last_prob": 1.0}, {"batch_size": 16}),
 }
 
 

@@ -205,15 +205,21 @@ def soak(d: dict) -> str:
 
 
 def masked(d: dict) -> str:
-    """One row per run of bench/masked.py: the best validation NDCG@10 and its epoch."""
+    """One row per run of bench/masked.py: the best validation NDCG@10, its epoch and its ratio to
+    popularity's; test NDCG@10 of that epoch's weights where the run recorded it (never used to
+    choose)."""
     rows = []
     for run, r in d.items():
         curve = r["valid_ndcg10"]
         best = max(range(len(curve)), key=curve.__getitem__)
+        test = (f"{r['test_ndcg10']:.4f} ({r['test_ndcg10'] / r['popularity_test_ndcg10']:.2f}x)"
+                if "test_ndcg10" in r else "-")
         rows.append([run, f"{r['lr']:g}", f"{r['model'].get('dropout', '-')}", str(len(curve)),
-                     f"{curve[best]:.4f}", str(best + 1)])
+                     f"{curve[best]:.4f}", str(best + 1),
+                     f"{curve[best] / r['popularity_valid_ndcg10']:.2f}", test])
     return _table(["run (data/combo/grid point/option)", "lr", "dropout", "epochs",
-                   "best valid NDCG@10", "best epoch"], rows)
+                   "best valid NDCG@10", "best epoch", "x popularity (valid)",
+                   "test NDCG@10 (x popularity)"], rows)
 
 
 def scaling(d: dict) -> str:
@@ -259,6 +265,18 @@ def recformer(d: dict) -> str:
         f"item encoding {s['encode_items_per_s']:,.0f} items/s; re-encoding the catalogue took "
         f"{'-' if share is None else f'{100 * share:.0f}%'} of a stage-1 epoch. Recformer run: "
         f"{b['recformer_seconds']:,.0f} s, ID model: {b['id_model_seconds']:,.0f} s.\n")
+
+
+def recformer_serving(d: dict) -> str:
+    """bench/recformer_serving.py: item encoding, served latency and throughput of the text model."""
+    rows = [[name.replace("_", " "), str(s["requests"]), _f(1)(s["p50_ms"]), _f(1)(s["p99_ms"]),
+             _f(1)(s["requests_per_s"])] for name, s in d["served"].items()]
+    e, m = d["item_encoding"], d["model"]
+    return _table(["served", "requests", "p50 ms", "p99 ms", "requests/s"], rows) + (
+        f"\nItem encoding (what `seqrec export` and `seqrec items add` run): {e['items_per_s']:,.0f} "
+        f"items/s ({e['items']:,} items, {e['torch_threads']} torch threads). Model: {m['recipe']}'s size "
+        f"({m['n_layers']} layers x {m['d_model']}, {m['max_tokens']} tokens of the {m['max_items']} most "
+        f"recent items); {d['machine']['note']}.\n")
 
 
 def peers(d: dict) -> str:
@@ -335,7 +353,8 @@ LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "tr
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
-           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer, "peers": peers,
+           "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer,
+           "recformer_serving": recformer_serving, "peers": peers,
            "peers_speed": peers_speed}
 
 

@@ -72,6 +72,14 @@ SIDE_CATEGORICAL = Tensor("side_categorical", "INT64", (-1, -1), True,
 SIDE_CONTINUOUS = Tensor("side_continuous", "FP32", (-1, -1), True,
                          "[T, F] continuous values aligned with encoded_items, model's column order")
 STEP_TENSORS = (ENCODED_ITEMS, STEP_ARGS)
+# A text model's (Recformer) lookup step also packs each history's cached item tokens, most
+# recent item first (preprocessing/token_pack.py): one [B, L] tensor per packed array, L a
+# multiple of the attention window. The model step reads them by these keys.
+TEXT_KEYS = ("input_ids", "token_types", "token_positions", "item_positions", "attention_mask")
+TEXT_PREFIX = "text_"
+TEXT_STEP_TENSORS = tuple(Tensor(TEXT_PREFIX + key, "INT64", (-1,), True,
+                                 f"packed history tokens: {key}, aligned across the text tensors")
+                          for key in TEXT_KEYS)
 
 
 def fingerprint_value(text: str) -> int:

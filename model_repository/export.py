@@ -76,7 +76,8 @@ class ScorerFallbackWarning(RuntimeWarning):
 RUNTIME_FILES = (("model_repository", "runtime.py"), ("model_repository", "lookup.py"),
                  ("model_repository", "side_lookup.py"), ("client", "contract.py"),
                  ("preprocessing", "arrays.py"),  # the lookups import arrays
-                 ("model_repository", "safe_program.py"))  # scorer.pt2 read without pickles
+                 ("model_repository", "safe_program.py"),  # scorer.pt2 read without pickles
+                 ("preprocessing", "token_pack.py"))  # a text model's history packing
 
 
 def _copy_runtime(folder: Path) -> None:
@@ -137,14 +138,19 @@ def _check_histories(data_dir: Path, side=None, n: int = 256):
     return histories, features
 
 
-def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path) -> str:
+def export_fingerprint(lookup: ItemLookup, side, vocabulary: np.ndarray, checkpoint: Path,
+                       extra=()) -> str:
     """16 hex digits naming what the two members of an export must agree on: the lookup (and
-    side lookup), the model step's vocabulary and the model's files. Written into both members'
-    version folders; the model step refuses step tensors carrying another one."""
+    side lookup), the model step's vocabulary, the model's files and `extra` (objects with a
+    digest(h) method, or arrays: a text model's item tokens, its item matrix). Written into both
+    members' version folders; the model step refuses step tensors carrying another one."""
     h = hashlib.sha256()
     lookup.digest(h)
-    if side is not None:
-        side.digest(h)
+    for part in (side, *extra):
+        if isinstance(part, np.ndarray):
+            h.update(np.ascontiguousarray(part).tobytes())
+        elif part is not None:
+            part.digest(h)
     h.update(np.ascontiguousarray(vocabulary, dtype=np.int64).tobytes())
     for path in sorted(p for p in checkpoint.rglob("*") if p.is_file()):
         h.update(str(path.relative_to(checkpoint)).encode() + path.read_bytes())
@@ -175,7 +181,6 @@ def export_repository(cfg: ExportConfig) -> Path:
     side = None if model.cfg.side is None else build_side_lookup(workflow, model.cfg.side)
     side_raw, side_between = side_tensors(side)
     raw_in, step = ENSEMBLE_INPUTS + side_raw, STEP_TENSORS + side_between
-    kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
     final = Path(cfg.repository)
     with staging_dir(final) as staging:  # beside the repository: never loaded from there
         pre = staging / PREPROCESS
@@ -213,23 +218,32 @@ def export_repository(cfg: ExportConfig) -> Path:
             warnings.warn(f"{MODEL} will run the eager scorer from the installed "
                           f"seqrec.training: {why_not}", ScorerFallbackWarning, stacklevel=2)
         (staging / ENSEMBLE).mkdir()
-
-        fingerprint = export_fingerprint(lookup, side, vocabulary, rec / "checkpoint")
-        for member in (pre, rec):  # in the version folders: a config serves older versions too
-            (member / FINGERPRINT_FILE).write_text(fingerprint + "\n")
-        common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
-        configs = {
-            PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",
-                                              count=1, parameters={}, all_optional=True, **common),
-            MODEL: contract.python_model(MODEL, step, MODEL_OUTPUTS, kind=kind, count=cfg.instances,
-                                         parameters=params, **common),
-            ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, ENSEMBLE_OUTPUTS,
-                                        [(PREPROCESS, raw_in, step + (ROW_ERRORS,)),
-                                         (MODEL, step, MODEL_OUTPUTS)],
-                                        max_batch_size=cfg.max_batch_size),
-        }
-        publish_export(final, staging, configs, members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
+        write_fingerprint(staging, export_fingerprint(lookup, side, vocabulary, rec / "checkpoint"))
+        publish_export(final, staging, member_configs(cfg, raw_in, step, params),
+                       members=(PREPROCESS, MODEL), ensemble=ENSEMBLE)
     return final
+
+
+def write_fingerprint(staging: Path, fingerprint: str) -> None:
+    """Into both members' version folders (a file: one config serves older versions too)."""
+    for member in (PREPROCESS, MODEL):
+        (staging / member / FINGERPRINT_FILE).write_text(fingerprint + "\n")
+
+
+def member_configs(cfg: ExportConfig, raw_in, step, params: dict[str, str]) -> dict[str, str]:
+    """config.pbtxt of the lookup step, the model step and the ensemble, from the contract."""
+    kind = "KIND_GPU" if cfg.gpu else "KIND_CPU"
+    common = dict(max_batch_size=cfg.max_batch_size, queue_delay_us=cfg.max_queue_delay_us)
+    return {
+        PREPROCESS: contract.python_model(PREPROCESS, raw_in, step + (ROW_ERRORS,), kind="KIND_CPU",
+                                          count=1, parameters={}, all_optional=True, **common),
+        MODEL: contract.python_model(MODEL, step, MODEL_OUTPUTS, kind=kind, count=cfg.instances,
+                                     parameters=params, **common),
+        ENSEMBLE: contract.ensemble(ENSEMBLE, raw_in, ENSEMBLE_OUTPUTS,
+                                    [(PREPROCESS, raw_in, step + (ROW_ERRORS,)),
+                                     (MODEL, step, MODEL_OUTPUTS)],
+                                    max_batch_size=cfg.max_batch_size),
+    }
 
 
 def scorer_fallback(repository: str | Path) -> str | None:

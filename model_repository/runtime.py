@@ -8,7 +8,9 @@ so it runs from the repository alone: numpy only.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -16,12 +18,15 @@ import numpy as np
 if __package__:  # inside the seqrec package
     from seqrec.client import contract as C
 
+    from seqrec.preprocessing.token_pack import ItemTokens, pack
+
     from .lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup
     from .side_lookup import SideLookup
 else:  # the copies beside the Triton model
     import contract as C  # type: ignore[no-redef]
     from lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup  # type: ignore[no-redef]
     from side_lookup import SideLookup  # type: ignore[no-redef]
+    from token_pack import ItemTokens, pack  # type: ignore[no-redef]
 
 MAX_SHOWN = 20  # unknown ids named in a row's error message
 Getter = Callable[[str], "np.ndarray | None"]  # input name -> its array, None when not sent
@@ -177,6 +182,53 @@ class Preprocessor:
         return out
 
 
+@dataclass(frozen=True)
+class TextPacking:
+    """A text model's packing budgets (its config: max_tokens, max_items, attention_window)."""
+    max_tokens: int
+    max_items: int
+    window: int
+
+
+PACKING_FILE = "text_packing.json"  # beside a text model's item tokens, in the version folder
+
+
+def save_packing(folder, packing: TextPacking) -> None:
+    (Path(folder) / PACKING_FILE).write_text(json.dumps(asdict(packing)))
+
+
+def load_preprocessor(folder, fingerprint: int) -> Preprocessor:
+    """The lookup step of the export in `folder`: a text model's when it holds item tokens."""
+    folder = Path(folder)
+    lookup = ItemLookup.load(folder)
+    if (folder / PACKING_FILE).is_file():
+        packing = TextPacking(**json.loads((folder / PACKING_FILE).read_text()))
+        return TextPreprocessor(lookup, ItemTokens.load(folder), packing, fingerprint)
+    return Preprocessor(lookup, SideLookup.load(folder), fingerprint)
+
+
+class TextPreprocessor(Preprocessor):
+    """A text model's lookup step: the same parsing, encoding and row errors, then each row's
+    encoded history packed from the cached item tokens exactly as training packs it."""
+
+    def __init__(self, lookup: ItemLookup, tokens: ItemTokens, packing: TextPacking, fingerprint: int = 0):
+        super().__init__(lookup, None, fingerprint)
+        if tokens.num_items != lookup.num_items + FIRST_ITEM_ID:
+            raise ValueError(f"item tokens cover {tokens.num_items} ids but the lookup knows "
+                             f"{lookup.num_items} items (+ {FIRST_ITEM_ID} reserved): not one export")
+        self.tokens, self.packing = tokens, packing
+
+    def _outputs(self, r: Request, encoded, starts, enc_lengths, side):
+        out = super()._outputs(r, encoded, starts, enc_lengths, side)
+        items = out[C.ENCODED_ITEMS.name]
+        real = items != PAD_ID  # a bad row is all PAD_ID: packed as [CLS] alone, never scored
+        offsets = np.concatenate([[0], np.cumsum(real.sum(axis=1))]).astype(np.int64)
+        p = self.packing
+        packed = pack(self.tokens, items[real], offsets, p.max_tokens, p.max_items, p.window)
+        out.update({C.TEXT_PREFIX + key: packed[key] for key in C.TEXT_KEYS})
+        return out
+
+
 def scored(items: np.ndarray) -> np.ndarray:
     """[N, T] encoded step rows -> [N] rows to score: a good row has at least one known item
     (first), a bad one reaches the model step all PAD_ID."""
@@ -212,7 +264,9 @@ class Ranker:
     """The model step around the scorer: requests -> one batch of good rows; ranked encoded ids
     -> each request's answer in original ids."""
 
-    SIDE = ((C.SIDE_CATEGORICAL.name, "categorical"), (C.SIDE_CONTINUOUS.name, "continuous"))
+    # step tensor -> the scorer's key: side features, or a text model's packed tokens
+    SIDE = ((C.SIDE_CATEGORICAL.name, "categorical"), (C.SIDE_CONTINUOUS.name, "continuous"),
+            *((C.TEXT_PREFIX + key, key) for key in C.TEXT_KEYS))
 
     def __init__(self, vocabulary: np.ndarray, default_k: int, side_keys: tuple[str, ...] = (),
                  fingerprint: int = 0):

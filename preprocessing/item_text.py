@@ -13,7 +13,6 @@ catalogue as flat token ids + offsets: per item, for each non-empty attribute, i
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,16 +23,12 @@ from merlin.dag import ColumnSelector
 from nvtabular.ops import Operator
 
 from .arrays import FIRST_ITEM_ID, ITEM_COL, OOV_ID, encode_sorted, offsets_from_lengths, sorted_vocabulary
+from .token_pack import (CLS, CLS_TOKEN, MASK, MASK_TOKEN, NUM_TOKEN_TYPES, PAD, PAD_TOKEN,  # noqa: F401
+                         SEP, SEP_TOKEN, SPECIAL_TOKENS, TOKENS_FILE, TYPE_CLS, TYPE_KEY, TYPE_PAD,
+                         TYPE_VALUE, UNK, UNK_TOKEN, ItemTokens)
 
 TEXT_PREFIX = "text-"
-# special tokens, in id order: the tokenizer is trained with them first, so these ids hold
-PAD, UNK, CLS, SEP, MASK = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"
-SPECIAL_TOKENS = (PAD, UNK, CLS, SEP, MASK)
-PAD_TOKEN, UNK_TOKEN, CLS_TOKEN, SEP_TOKEN, MASK_TOKEN = range(len(SPECIAL_TOKENS))
-# token types: padding, the sequence's [CLS], an attribute's key, an attribute's value
-TYPE_PAD, TYPE_CLS, TYPE_KEY, TYPE_VALUE = 0, 1, 2, 3
-NUM_TOKEN_TYPES = 4
-TOKENIZER_FILE, TOKENS_FILE = "tokenizer.json", "item_tokens.npz"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def text_column(key: str) -> str:
@@ -144,32 +139,6 @@ def load_tokenizer(path: str | Path):
     from tokenizers import Tokenizer
 
     return Tokenizer.from_file(str(path))
-
-
-@dataclass(frozen=True)
-class ItemTokens:
-    """The catalogue's tokens: item e's are ids[offsets[e]:offsets[e + 1]] (types alike), for
-    every encoded id 0..num_items-1 (reserved ids and items without text: no tokens)."""
-
-    ids: np.ndarray  # int32
-    types: np.ndarray  # int8: TYPE_KEY / TYPE_VALUE
-    offsets: np.ndarray  # int64 [num_items + 1]
-
-    @property
-    def num_items(self) -> int:
-        return len(self.offsets) - 1
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def save(self, folder: str | Path) -> None:
-        np.savez(Path(folder) / TOKENS_FILE, ids=self.ids, types=self.types, offsets=self.offsets)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> "ItemTokens":
-        with np.load(Path(folder) / TOKENS_FILE) as data:
-            return cls(data["ids"], data["types"], data["offsets"])
 
 
 def _encode(tokenizer, strings) -> tuple[np.ndarray, np.ndarray]:

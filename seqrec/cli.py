@@ -106,8 +106,22 @@ def cmd_rank(args) -> None:
 def cmd_export(args) -> None:
     from seqrec.model_repository.export import MODEL, export_repository, scorer_fallback, versions
 
-    cfg = _config(args, "export", repository=args.repository, top_k=args.top_k,
-                  gpu=args.gpu or None, instances=args.instances)
+    from .config import load_recipe
+
+    flags = dict(repository=args.repository, top_k=args.top_k, gpu=args.gpu or None,
+                 instances=args.instances)
+    if load_recipe(args.config).get("recformer"):  # the text model (see docs/recformer.md)
+        from seqrec.model_repository.text_export import export_text_repository
+
+        rcfg = _config(args, "recformer")
+        cfg = _config(args, "export", data_dir=rcfg.data_dir, model_dir=rcfg.output_dir, **flags)
+        try:
+            repo = export_text_repository(cfg, rcfg)
+        except (FileNotFoundError, ValueError) as err:  # no trained run, a mismatched one
+            raise SeqrecError(str(err)) from None
+        print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]}, text model)")
+        return
+    cfg = _config(args, "export", **flags)
 
     repo = export_repository(cfg)
     print(f"model repository: {repo} (version {versions(repo / MODEL)[-1]})")
@@ -124,6 +138,26 @@ def cmd_serve(args) -> None:
     explicit = args.model_control == "explicit"
     serve_forever(cfg.repository, model_control=args.model_control,
                   load_models=["seqrec"] if explicit else None, key_file=args.key_file)
+
+
+def cmd_items(args) -> None:
+    """`items add`: new items' text into the served text model, as a new model version."""
+    from seqrec.model_repository.text_export import add_items
+
+    cfg = _config(args, "export", repository=args.repository)
+    version, ids = add_items(cfg.repository, args.file)
+    print(f"added {len(ids)} item(s) to {cfg.repository} as version {version}")
+    if args.url:
+        from seqrec.client.control import ModelControl, ModelControlError, read_key
+
+        try:
+            with ModelControl(args.url, key=read_key(args.key_file), timeout_s=args.timeout) as ctl:
+                ctl.load("seqrec")
+        except ModelControlError as err:
+            raise SeqrecError(f"version {version} is published but not loaded: {err}") from None
+        print(f"loaded version {version} at {args.url}")
+    else:
+        print("a server under explicit model control serves it after `seqrec model load`")
 
 
 def cmd_model(args) -> None:
@@ -231,6 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--timeout", type=float, default=120.0)
     p.add_argument("--key-file", help="model-control key written by `seqrec serve` "
                    "(default: $SEQREC_REPOSITORY_KEY, else the file serve wrote)")
+    p = add("items", cmd_items, "add items (their attributes) to an exported text model")
+    p.add_argument("action", choices=["add"])
+    p.add_argument("--file", required=True, help="CSV: item_id and the item table's attribute columns")
+    p.add_argument("--repository")
+    p.add_argument("--url", help="also load the new version into the server at this gRPC address")
+    p.add_argument("--timeout", type=float, default=120.0)
+    p.add_argument("--key-file", help="model-control key written by `seqrec serve`")
     p = add("query", cmd_query, "ask a running server for the top-k", config=False)
     p.add_argument("--items", required=True, help="original item ids, oldest first: 50,172,133")
     p.add_argument("--url", default="127.0.0.1:8001", help="gRPC address (default: %(default)s)")

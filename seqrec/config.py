@@ -99,6 +99,21 @@ def structure(cls: type[T], values: Any, path: str = "", *, allow_derived: bool 
         raise ConfigError(path, str(err)) from None
 
 
+def structure_nested(config) -> None:
+    """Structure, in place, every field of dataclass `config` whose declared type is a config
+    dataclass (alone or `X | None`) and whose value is still a mapping: for configs built in code
+    with plain dicts (the recipe loader hands over instances already). Called by __post_init__."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if not isinstance(value, Mapping):
+            continue
+        tp = _hints(type(config))[f.name]
+        options = [a for a in get_args(tp) if a is not type(None)] if get_origin(tp) in (
+            Union, types.UnionType) else [tp]
+        if len(options) == 1 and is_dataclass(options[0]):
+            setattr(config, f.name, structure(options[0], value, f.name))
+
+
 def _convert(tp, value, path: str, allow_derived: bool):
     origin, args = get_origin(tp), get_args(tp)
     if tp is Any:

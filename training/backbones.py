@@ -179,8 +179,11 @@ def run_backbone(
     attention: str,
     perm_mask: torch.Tensor | None = None,
     target_mapping: torch.Tensor | None = None,
+    position_ids: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """[B, T, d] embeddings -> hidden states: [B, T, d], or [B, P, d] with a target_mapping."""
+    """[B, T, d] embeddings -> hidden states: [B, T, d], or [B, P, d] with a target_mapping.
+    position_ids [B, T]: the absolute positions of a learned position table (default 0..T-1);
+    XLNet's positions are relative and take none."""
     if isinstance(backbone, XLNetModel):
         if attention == CAUSAL:
             # perm_mask[b, i, j] = 1: position i may not see position j. Causal: j > i is hidden.
@@ -191,4 +194,5 @@ def run_backbone(
         return out.last_hidden_state
     if attention == PERMUTATION or target_mapping is not None:
         raise ValueError("permutation attention needs the xlnet backbone")
-    return backbone(inputs_embeds=embeds, attention_mask=attention_mask).last_hidden_state
+    extra = {} if position_ids is None else {"position_ids": position_ids}
+    return backbone(inputs_embeds=embeds, attention_mask=attention_mask, **extra).last_hidden_state

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 from seqrec.preprocessing.arrays import ITEM_LIST
 
 from .checkpoint import save_checkpoint
@@ -46,7 +46,7 @@ class IncrementalConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
 
     def __post_init__(self):
-        self.model = structure(ModelConfig, self.model, "model")
+        structure_nested(self)
         check_run_options(self.precision, self.device)
         if self.eval_split not in ("valid", "test"):
             raise ValueError(f"eval_split must be 'valid' or 'test', got {self.eval_split!r}")

@@ -27,6 +27,7 @@ LOSSES = get_args(Loss)
 # own): item embeddings at init scale are then dwarfed by XLNet's relative-position terms, and
 # the masked tasks crawl (XLNet PLM on short sessions: valid NDCG@10 0.028 -> 0.068).
 INPUT_NORM_BACKBONES = ("xlnet",)
+POSITIONS = ("start", "end")
 GENERIC_DEFAULTS = {"mask_last_prob": 0.0, "embedding_std": 0.02}  # where the task sets none
 
 
@@ -50,6 +51,11 @@ class ModelConfig:
     label_smoothing: float = 0.0  # item cross-entropy
     embedding_std: float | None = None  # init std of the item (and mask) embeddings, tied to the head
     embedding_norm: bool | None = None  # LayerNorm on the input embeddings
+    # Numbering of a learned absolute position table: "start" (the first item is 0) or "end"
+    # (the last real position is max_len - 1 whatever the row's length, as left padding gives:
+    # the appended mask and the items just before it always have the same positions). "end"
+    # measured no gain for the masked tasks (bench/masked.py), so "start" stays the default.
+    positions: str = "start"
     plm_probability: float = 1 / 6  # PLM: share of positions that are targets
     plm_max_span: int = 5  # PLM: longest target span
     rtd_lambda: float = 50.0  # RTD: weight of the discriminator loss (ELECTRA's value)
@@ -70,6 +76,8 @@ class ModelConfig:
                 setattr(self, name, value)
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by n_heads {self.n_heads}")
+        if self.positions not in POSITIONS:
+            raise ValueError(f"positions {self.positions!r}: choose from {POSITIONS}")
         if self.rtd_generator not in GENERATORS:
             raise ValueError(f"rtd_generator {self.rtd_generator!r}: choose from {GENERATORS}")
         if self.loss not in LOSSES:
@@ -146,7 +154,15 @@ class SequenceRecommender(nn.Module):
         tensors [B, T] aligned with items (models trained with side features only)."""
         mask = (items != PAD_ID).long()
         return run_backbone(backbone if backbone is not None else self.backbone, self.embed(items, features),
-                            mask, self.cfg.attention, perm_mask, target_mapping)
+                            mask, self.cfg.attention, perm_mask, target_mapping, self.position_ids(mask))
+
+    def position_ids(self, mask: torch.Tensor) -> torch.Tensor | None:
+        """[B, T] positions counted back from the row's last real position (cfg.positions "end"):
+        max_len - 1 there, padding at 0 (never attended); None numbers from the start."""
+        if self.cfg.positions != "end":
+            return None
+        steps = torch.arange(mask.shape[1], device=mask.device)[None]
+        return ((steps - mask.sum(1, keepdim=True) + self.cfg.max_len).clamp(min=0) * mask)
 
     def hidden_at(self, items: torch.Tensor, positions: torch.Tensor,
                   features: Features | None = None) -> torch.Tensor:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 from seqrec.preprocessing.arrays import ITEM_LIST, LIST_SUFFIX
 
 from . import distributed
@@ -48,7 +48,7 @@ class TrainConfig:
 
     def __post_init__(self):
         # An invalid backbone x task pair or option fails here, before any data is read.
-        self.model = structure(ModelConfig, self.model, "model")
+        structure_nested(self)
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay {self.lr_decay!r}: choose from {LR_DECAYS}")
         if self.warmup_steps < 0:

@@ -1,6 +1,7 @@
 """Triton python-backend model: raw sessions (original item ids) -> encoded ids for the model step.
-Glue only: model/runtime.py (copied beside this file with lookup.py, side_lookup.py and the
-tensor contract) parses, checks, encodes and names bad rows; output types come from model_config.
+Glue only: model/runtime.py (copied beside this file with lookup.py, side_lookup.py, token_pack.py
+and the tensor contract) parses, checks, encodes (a text model: packs the history's item tokens)
+and names bad rows; output types come from model_config.
 A malformed request is answered INVALID_ARGUMENT, a fault INTERNAL; a bad row inside a good
 request gets its message in `row_errors` and is skipped by the model step.
 """
@@ -12,9 +13,7 @@ import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contract import FINGERPRINT_FILE, fingerprint_value  # noqa: E402  (the copies beside this file)
-from lookup import ItemLookup  # noqa: E402
-from runtime import Preprocessor, RequestError  # noqa: E402
-from side_lookup import SideLookup  # noqa: E402
+from runtime import RequestError, load_preprocessor  # noqa: E402
 
 
 def _error(message: str, code):
@@ -26,7 +25,7 @@ class TritonPythonModel:
         here = Path(__file__).resolve().parent
         config = json.loads(args["model_config"])
         fingerprint = fingerprint_value((here / FINGERPRINT_FILE).read_text().strip())
-        self.runtime = Preprocessor(ItemLookup.load(here), SideLookup.load(here), fingerprint)
+        self.runtime = load_preprocessor(here, fingerprint)  # an ID or a text model's
         self.dtypes = {o["name"]: pb_utils.triton_string_to_numpy(
             pb_utils.get_output_config_by_name(config, o["name"])["data_type"])
             for o in config["output"]}

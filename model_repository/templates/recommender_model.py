@@ -3,7 +3,10 @@ dynamic batch. Glue only: model/runtime.py (copied beside this file) gathers the
 the answers back; the ranking itself is the scorer (seqrec.training.scoring), run as scorer.pt2
 (its torch.export program, checked by `seqrec export`: torch alone), scorer_compiled.pt2 (the
 same program compiled by AOTInductor, with `compile_scorer`) or, for an export made with
-`allow_fallback`, eagerly from the installed seqrec.training. Output types come from model_config.
+`allow_fallback`, eagerly from the installed seqrec.training; a text model (Recformer: scorer
+`recformer`) runs training/recformer/serving.py's scorer from the installed seqrec.training over
+its item_matrix.npy, its packed tokens arriving where side features do. Output types come from
+model_config.
 """
 import json
 import sys
@@ -14,7 +17,7 @@ import torch
 import triton_python_backend_utils as pb_utils
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from contract import FINGERPRINT_FILE, fingerprint_value  # noqa: E402  (the copies beside this file)
+from contract import FINGERPRINT_FILE, TEXT_KEYS, fingerprint_value  # noqa: E402  (the copies beside this file)
 from runtime import Ranker  # noqa: E402
 from safe_program import load_program  # noqa: E402
 
@@ -30,14 +33,22 @@ class TritonPythonModel:
         self.device = "cpu"
         if args.get("model_instance_kind") == "GPU" and torch.cuda.is_available():
             self.device = f"cuda:{args['model_instance_device_id']}"
-        for needed in (here / "item_vocabulary.npy", here / "checkpoint" / "config.json",
-                       here / FINGERPRINT_FILE):
+        text = params.get("scorer") == "recformer"  # a text model: packed tokens, item matrix
+        for needed in (here / "item_vocabulary.npy", here / FINGERPRINT_FILE,
+                       here / "checkpoint" / ("recformer.json" if text else "config.json")):
             if not needed.is_file():
                 raise FileNotFoundError(f"{needed} not found: incomplete model version")
-        model_cfg = json.loads((here / "checkpoint" / "config.json").read_text())
-        side = model_cfg.get("side_features") or {}
-        keys = tuple(key for key in ("categorical", "continuous") if side.get(key))
-        if params.get("scorer") == "fallback":
+        if text:
+            keys = TEXT_KEYS
+        else:
+            model_cfg = json.loads((here / "checkpoint" / "config.json").read_text())
+            side = model_cfg.get("side_features") or {}
+            keys = tuple(key for key in ("categorical", "continuous") if side.get(key))
+        if text:  # the installed seqrec.training: the Longformer is not exported as a program
+            from seqrec.training.recformer.serving import load_text_scorer
+
+            self.scorer = load_text_scorer(here, params.get("exclude_seen") == "true", self.device)
+        elif params.get("scorer") == "fallback":
             from seqrec.training.checkpoint import load_checkpoint
             from seqrec.training.scoring import Scorer
 

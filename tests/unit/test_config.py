@@ -11,7 +11,7 @@ from typing import Literal
 
 import pytest
 
-from seqrec.config import SECTIONS, build, derived, load_recipe, section, structure
+from seqrec.config import SECTIONS, build, derived, load_recipe, section, structure, structure_nested
 from seqrec.errors import ConfigError, SeqrecError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -213,3 +213,20 @@ def test_project_errors_are_value_errors_too():
     assert issubclass(InteractionError, SeqrecError)
     assert str(ConfigError("b", "bad").under("a")) == "a.b: bad"
     assert str(ConfigError("", "bad").under("a")) == "a: bad"
+
+
+@dataclass
+class Built:
+    inner: Inner | None = None
+    rate: float = 0.5
+
+    def __post_init__(self):
+        structure_nested(self)
+
+
+def test_configs_built_in_code_structure_their_nested_mappings():
+    built = Built(inner={"name": "n", "mode": "b"})
+    assert built.inner == Inner(name="n", mode="b")
+    assert Built().inner is None
+    with pytest.raises(ConfigError, match=r"inner: unknown key 'mod'.*did you mean 'mode'"):
+        Built(inner={"name": "n", "mod": "b"})

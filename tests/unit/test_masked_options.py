@@ -112,3 +112,21 @@ def test_a_checkpoint_saved_before_the_masked_options_loads_as_it_was(tmp_path):
     assert loaded.cfg.embedding_norm is False
     for name, tensor in old.state_dict().items():
         assert torch.equal(loaded.state_dict()[name], tensor), name
+
+
+def test_positions_from_the_end_put_the_last_real_item_at_the_last_position():
+    cfg = ModelConfig(num_items=50, max_len=8, backbone="bert", task="mlm", positions="end", dropout=0.0)
+    model = SequenceRecommender(cfg).eval()
+    items = torch.tensor([[5, 6, 7, -1, PAD_ID, PAD_ID], [5, 6, 7, 8, 9, -1]])
+    pos = model.position_ids((items != PAD_ID).long())
+    assert pos.tolist() == [[4, 5, 6, 7, 0, 0], [2, 3, 4, 5, 6, 7]]
+    # the same history read in a wider batch, or numbered from the start, differs only as it should
+    wide = torch.cat([items[:1], torch.full((1, 4), PAD_ID)], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden_states(wide)[0, :4], model.hidden_states(items[:1])[0, :4])
+        start = SequenceRecommender(ModelConfig(**{**cfg.to_dict(), "positions": "start"}))
+        start.load_state_dict(model.state_dict())
+        assert not torch.allclose(start.eval().hidden_states(items[:1])[0, :4],
+                                  model.hidden_states(items[:1])[0, :4])
+    with pytest.raises(ValueError, match="positions 'middle'"):
+        ModelConfig(num_items=50, backbone="bert", task="mlm", positions="middle")

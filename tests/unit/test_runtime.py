@@ -122,3 +122,37 @@ def test_64_rows_of_100k_exclusions_stay_linear_in_memory():
     known = np.isin(exclude, vocab[3:])
     assert ((batch.exclude >= 3) == known).all()
     assert peak < 8 * exclude.nbytes, f"peak {peak / 2**20:.0f} MiB for {exclude.nbytes / 2**20:.0f} MiB of ids"
+
+
+def test_text_lookup_step_packs_histories_as_training_does():
+    """A text model's lookup step: the same parsing, encoding and row errors as the ID models',
+    then each good row's encoded history packed from the cached tokens by training's pack()."""
+    from seqrec.model_repository.runtime import TextPacking, TextPreprocessor
+    from seqrec.preprocessing.token_pack import ItemTokens, pack
+
+    lengths = np.array([0, 0, 0, 2, 3, 1, 4, 2])  # per encoded id; reserved ids: no tokens
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    tokens = ItemTokens(np.arange(10, 10 + offsets[-1], dtype=np.int32),
+                        np.tile(np.array([2, 3], dtype=np.int8), offsets[-1] // 2 + 1)[: offsets[-1]], offsets)
+    packing = TextPacking(max_tokens=7, max_items=2, window=4)
+    pre = TextPreprocessor(ItemLookup.from_vocabulary(VOCAB, 3), tokens, packing, FINGERPRINT)
+    a = pre.parse(getter(item_ids=[[50, 172, 999, 7, 900], [0, 0, 0, 0, 0]], lengths=[[5], [0]]))
+    b = pre.parse(getter(item_ids=[[33, 50]]))
+    out_a, out_b = pre.run([a, b])
+    np.testing.assert_array_equal(out_a[C.ENCODED_ITEMS.name], [[5, 6], [0, 0]])  # as the ID step
+    assert out_a[C.ROW_ERRORS.name].ravel()[1].startswith(b"empty session (row 1)")
+    for out, values, row_offsets in ((out_a, [5, 6], [0, 2, 2]), (out_b, [7, 3], [0, 2])):
+        want = pack(tokens, np.array(values), np.array(row_offsets), 7, 2, 4)
+        for key in C.TEXT_KEYS:
+            np.testing.assert_array_equal(out[C.TEXT_PREFIX + key], want[key])
+    # most recent first: row 0 holds item 6's 4 tokens after [CLS], then item 5's one, padded to 8
+    assert out_a["text_input_ids"][0].tolist() == [2, 16, 17, 18, 19, 15, 0, 0]
+    assert out_a["text_item_positions"][0].tolist() == [0, 1, 1, 1, 1, 2, 0, 0]
+    with pytest.raises(ValueError, match="not one export"):
+        TextPreprocessor(ItemLookup.from_vocabulary(VOCAB[:-1], 3), tokens, packing)
+    # the model step stacks the text tensors of several requests (padding: token 0, mask 0)
+    ranker = Ranker(VOCAB, 2, C.TEXT_KEYS, FINGERPRINT)
+    batch = ranker.gather([out_a, out_b])
+    items, _, packed = ranker.good(batch)
+    assert items.shape[0] == 2 and set(packed) == set(C.TEXT_KEYS)
+    np.testing.assert_array_equal(packed["input_ids"][1, :4], out_b["text_input_ids"][0, :4])

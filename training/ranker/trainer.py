@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 
 from ..evaluation import binary_auc, group_auc, log_loss
 from ..loop import LR_DECAYS, lr_factor, resolve_device
@@ -56,7 +56,7 @@ class InitConfig:
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy {self.strategy!r}: choose from {STRATEGIES}")
-        self.pretrain = structure(PretrainConfig, self.pretrain, "pretrain")
+        structure_nested(self)
 
 
 @dataclass
@@ -80,9 +80,7 @@ class RankConfig:
     model: RankerModelConfig = field(default_factory=RankerModelConfig)
 
     def __post_init__(self):
-        self.labels = structure(LabelConfig, self.labels, "labels")
-        self.init = structure(InitConfig, self.init, "init")
-        self.model = structure(RankerModelConfig, self.model, "model")
+        structure_nested(self)
         if self.lr_decay not in LR_DECAYS:
             raise ValueError(f"lr_decay {self.lr_decay!r}: choose from {LR_DECAYS}")
         if self.epochs < 1 or self.batch_size < 1:

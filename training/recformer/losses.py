@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from seqrec.preprocessing.item_text import MASK_TOKEN, SPECIAL_TOKENS, TYPE_CLS
+from seqrec.preprocessing.token_pack import MASK_TOKEN, SPECIAL_TOKENS, TYPE_CLS
 
 IGNORE = -100
 FIRST_WORD = len(SPECIAL_TOKENS)  # random replacement tokens are drawn from the words only

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from seqrec.config import derived
-from seqrec.preprocessing.item_text import NUM_TOKEN_TYPES, PAD_TOKEN
+from seqrec.preprocessing.token_pack import NUM_TOKEN_TYPES, PAD_TOKEN
 
 CONFIG_FILE, WEIGHTS_FILE = "recformer.json", "model.pt"
+ITEM_MATRIX_FILE = "item_matrix.npy"  # [num encoded ids, d]: every item encoded alone
 
 
 @dataclass

@@ -29,7 +29,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from seqrec.config import structure
+from seqrec.config import structure_nested
 from seqrec.preprocessing.arrays import FIRST_ITEM_ID, ITEM_LIST
 from seqrec.preprocessing.item_text import (TOKENIZER_FILE, ItemTokens, flatten, item_texts, item_tokens,
                                             save_text_meta, train_tokenizer)
@@ -40,14 +40,13 @@ from ..loop import check_run_options, resolve_device
 from .batching import gather_prefixes, length_batches, pack, prefix_examples, single_items, to_tensors
 from .coldstart import cold_items, drop_items, split_targets
 from .losses import contrastive_loss, finetune_loss, mask_tokens, mlm_loss
-from .model import Recformer, RecformerModelConfig, build_recformer, load_recformer, save_recformer
+from .model import ITEM_MATRIX_FILE, Recformer, RecformerModelConfig, build_recformer, load_recformer, save_recformer
 
 Variant = Literal["fix", "original", "variable", "training-only", "fine-tuning-only"]
 # variant -> (stage 1's I, stage 2's I); None: the stage does not run
 VARIANTS: dict[str, tuple[str | None, str | None]] = {
     "fix": ("fixed", "fixed"), "original": ("fixed", "trainable"), "variable": ("trainable", "fixed"),
     "training-only": ("fixed", None), "fine-tuning-only": (None, "trainable")}
-ITEM_MATRIX_FILE = "item_matrix.npy"
 ML100K_ATTRIBUTES = {"title": "movie_title", "genre": "class", "year": "release_year"}
 
 
@@ -107,10 +106,7 @@ class RecformerConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def __post_init__(self):
-        self.items = structure(ItemSource, self.items, "items")
-        self.model = structure(RecformerModelConfig, self.model, "model")
-        self.pretrain = structure(PretrainConfig, self.pretrain, "pretrain")
-        self.finetune = structure(FinetuneConfig, self.finetune, "finetune")
+        structure_nested(self)
         check_run_options("fp32", self.device)
         if not 0.0 <= self.cold_fraction < 1.0:
             raise ValueError(f"cold_fraction {self.cold_fraction}: must be in [0, 1)")
@@ -186,19 +182,21 @@ def real_tokens(batch: dict[str, np.ndarray]) -> int:
 
 
 @torch.no_grad()
-def encode_items(model: Recformer, tokens: ItemTokens, batch_size: int, speed: Speed | None = None) -> torch.Tensor:
+def encode_items(model: Recformer, tokens: ItemTokens, batch_size: int, speed: Speed | None = None,
+                 items: np.ndarray | None = None) -> torch.Tensor:
     """[num_items, d]: every item encoded alone (reserved ids too: they are never ranked), in
-    batches of similar token counts."""
+    batches of similar token counts; with `items`, [len(items), d]: those items only."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     started = time.perf_counter()
-    out = torch.zeros(tokens.num_items, model.cfg.d_model, device=device)
-    for index in length_batches(tokens.lengths, batch_size):
-        values, offsets = single_items(index)
+    items = np.arange(tokens.num_items) if items is None else np.asarray(items, dtype=np.int64)
+    out = torch.zeros(len(items), model.cfg.d_model, device=device)
+    for index in length_batches(tokens.lengths[items], batch_size):
+        values, offsets = single_items(items[index])
         out[torch.from_numpy(index).to(device)] = model.represent(to_tensors(_pack(model, tokens, values, offsets), device))
     if speed is not None:
-        speed.tokens += tokens.num_items  # items, for items/s
+        speed.tokens += len(items)  # items, for items/s
         speed.seconds += time.perf_counter() - started
     model.train(was_training)
     return out
