@@ -363,20 +363,35 @@ def peers(d: dict) -> str:
 
 
 def peers_speed(d: dict) -> str:
-    """bench/peers/speed.py: ms per step of each library, alternating, and the ratios."""
+    """bench/peers/speed.py: ms per step of each library, alternating, and the ratios; then the
+    validation NDCG@10 of seqrec trained in fp32 and in bf16."""
     rows = [[str(r["round"]), r["combo"], f"{r['load_average_1min']:.1f}",
              _f(1)(r["transformers4rec"]["ms_per_step"]), _f(1)(r["seqrec_fp32"]["ms_per_step"]),
              _f(1)(r["seqrec_bf16"]["ms_per_step"]), f"{r['ratio_fp32']:.2f}x", f"{r['ratio_bf16']:.2f}x",
-             _int(r["seqrec_fp32"]["sequences_per_s"]), _int(r["seqrec_fp32"]["peak_rss_mb"]),
-             _int(r["transformers4rec"]["peak_rss_mb"])]
+             _int(r["transformers4rec"]["sequences_per_s"]), _int(r["seqrec_fp32"]["sequences_per_s"]),
+             _int(r["seqrec_bf16"]["sequences_per_s"]), _int(r["transformers4rec"]["peak_rss_mb"]),
+             _int(r["seqrec_fp32"]["peak_rss_mb"]), _int(r["seqrec_bf16"]["peak_rss_mb"])]
             for r in d["runs"]]
     s = d["setting"]
-    return _table(["round", "combo", "load", "Transformers4Rec ms/step", "seqrec fp32 ms/step",
-                   "seqrec bf16 ms/step", "ratio fp32", "ratio bf16", "seqrec fp32 seq/s",
-                   "seqrec peak RSS MB", "Transformers4Rec peak RSS MB"], rows) + (
+    text = _table(["round", "combo", "load", "Transformers4Rec ms/step", "seqrec fp32 ms/step",
+                   "seqrec bf16 ms/step", "ratio fp32", "ratio bf16", "Transformers4Rec seq/s",
+                   "seqrec fp32 seq/s", "seqrec bf16 seq/s", "Transformers4Rec peak RSS MB",
+                   "seqrec fp32 peak RSS MB", "seqrec bf16 peak RSS MB"], rows) + (
         f"\nd_model {s['d_model']}, {s['layers']} layers, {s['heads']} heads, seq {s['seq']}, batch "
         f"{s['batch']}, {s['items']:,} items, {s['threads']} threads, median of {s['steps']} steps; "
         f"ratio = Transformers4Rec ms / seqrec ms (target >= {d['target_ratio']:g}x in fp32).\n")
+    accuracy = d.get("accuracy") or []
+    if accuracy:
+        fmt = lambda v: ", ".join(f"{x:.4f}" for x in v)  # noqa: E731
+        text += "\n" + _table(
+            ["combo", "data", "epochs", "fp32 best valid NDCG@10", "bf16 best valid NDCG@10",
+             "fp32 per epoch", "bf16 per epoch"],
+            [[a["combo"], a["data"], str(a["epochs"]), f"{a['fp32']['best_valid_ndcg@10']:.4f}",
+              f"{a['bf16']['best_valid_ndcg@10']:.4f}", fmt(a["fp32"]["valid_ndcg@10"]),
+              fmt(a["bf16"]["valid_ndcg@10"])] for a in accuracy]) + (
+            "\nseqrec trained with the same seed, learning rate 1e-3, batch 256, dropout 0.1, in fp32 "
+            "and with bf16 autocast of the training step (evaluation in fp32).\n")
+    return text
 
 
 LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,

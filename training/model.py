@@ -16,6 +16,7 @@ from seqrec.preprocessing.arrays import FIRST_ITEM_ID, PAD_ID
 from . import read_position
 from .backbones import BACKBONES, CAUSAL, build_backbone, run_backbone
 from .features import Features, SideFeatureConfig, SideFeatureEncoder, missing_features
+from .softmax_loss import item_cross_entropy
 from .tasks import TASKS, resolve_attention
 from .tasks.base import MASK_ID
 from .tasks.rtd import GENERATORS
@@ -186,7 +187,9 @@ class SequenceRecommender(nn.Module):
         (cfg.loss == "sampled", training only) a sampled softmax for huge catalogues."""
         if self.cfg.loss == "sampled" and self.training:
             return self.sampled_item_loss(hidden, targets)
-        return F.cross_entropy(self.logits(hidden), targets, label_smoothing=self.cfg.label_smoothing)
+        # the logits() scores, never materialised whole (training/softmax_loss.py)
+        return item_cross_entropy(hidden, self.item_embedding.weight, self.output_bias, targets,
+                                  FIRST_ITEM_ID, self.cfg.label_smoothing)
 
     def sampled_item_loss(self, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mixed negatives: the other rows' targets (in-batch, drawn ~ popularity) plus
