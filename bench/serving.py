@@ -195,14 +195,17 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
     ranker = Ranker(np.load(here / "item_vocabulary.npy"), 10)
     good = [items for _, items, bad in requests if not bad]
     out: dict = {}
+    # histories as the workload sends them (up to the served window), not a shorter stand-in
+    served_window = int(read_config(repo / C.MODEL / "config.pbtxt").parameters["window"].string_value)
     for n in rows:
-        batch = np.array([list(s[-50:]) + [0] * (50 - len(s[-50:])) for s in good[:n]])
-        lengths = np.array([[min(len(s), 50)] for s in good[:n]])
+        cut = [list(s[-served_window:]) for s in good[:n]]
+        width = max(len(s) for s in cut)
+        batch = np.array([s + [0] * (width - len(s)) for s in cut])
+        lengths = np.array([[len(s)] for s in cut])
         get = {C.ITEM_IDS.name: batch, C.LENGTHS.name: lengths}.get
         step = pre.run([pre.parse(get)])[0]
         items = step[C.ENCODED_ITEMS.name]
-        window = min(items.shape[1], int(read_config(repo / C.MODEL / "config.pbtxt")
-                                          .parameters["window"].string_value))
+        window = min(items.shape[1], served_window)
         args = (torch.from_numpy(items),
                 torch.from_numpy(np.ascontiguousarray(step[C.STEP_ARGS.name][:, C.ARG_EXCLUDE:])),
                 torch.empty((10, 0)), None, torch.empty((window, 0)))
