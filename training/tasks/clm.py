@@ -1,9 +1,7 @@
 """Causal LM: each position predicts the item after it."""
 from __future__ import annotations
 
-import numpy as np
 import torch
-import torch.nn.functional as F
 
 from seqrec.preprocessing.arrays import PAD_ID
 
