@@ -67,10 +67,13 @@ class ItemLookup:
         values = np.asarray(values, dtype=np.int64)
         offsets = np.asarray(offsets, dtype=np.int64)
         codes = self.encode_items(values)
-        keep = (codes >= FIRST_ITEM_ID) & arrays.keep_last_mask(offsets, self.max_len)
-        kept_per_row = np.bincount(arrays.row_ids(offsets)[keep], minlength=len(offsets) - 1)  # empty rows: 0
-        return codes[keep], arrays.offsets_from_lengths(kept_per_row), keep
+        keep = codes >= FIRST_ITEM_ID
+        if self.max_len > 0 and len(offsets) > 1 and np.diff(offsets).max() > self.max_len:
+            keep &= arrays.keep_last_mask(offsets, self.max_len)  # only when a row is over it
+        kept_before = np.zeros(len(values) + 1, dtype=np.int64)  # kept values before each position
+        np.cumsum(keep, out=kept_before[1:])
+        return codes[keep], kept_before[offsets], keep
 
     def encode_items(self, values: np.ndarray) -> np.ndarray:
         """Flat original ids -> encoded ids; unknown (negative ones included) -> OOV_ID."""
-        return arrays.encode_sorted(self.keys, self.codes, values).astype(np.int64)
+        return arrays.encode_sorted(self.keys, self.codes, values).astype(np.int64, copy=False)

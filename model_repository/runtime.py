@@ -18,12 +18,14 @@ import numpy as np
 if __package__:  # inside the seqrec package
     from seqrec.client import contract as C
 
+    from seqrec.preprocessing.arrays import offsets_from_lengths
     from seqrec.preprocessing.token_pack import ItemTokens, pack
 
     from .lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup
     from .side_lookup import SideLookup
 else:  # the copies beside the Triton model
     import contract as C  # type: ignore[no-redef]
+    from arrays import offsets_from_lengths  # type: ignore[no-redef]
     from lookup import FIRST_ITEM_ID, PAD_ID, ItemLookup  # type: ignore[no-redef]
     from side_lookup import SideLookup  # type: ignore[no-redef]
     from token_pack import ItemTokens, pack  # type: ignore[no-redef]
@@ -44,7 +46,7 @@ def _matrix(values: np.ndarray) -> np.ndarray:
 class Request:
     items: np.ndarray  # [B, L] original ids
     lengths: np.ndarray  # [B]
-    k: np.ndarray  # [B] (0: the exported default)
+    k: int  # one per request (0: the exported default)
     exclude: np.ndarray | None  # [B, E] original ids
     side: dict = field(default_factory=dict)  # raw side inputs, [B, L] each
     side_errors: dict = field(default_factory=dict)  # row -> message
@@ -79,21 +81,22 @@ class Preprocessor:
             if lengths.shape[0] != items.shape[0]:
                 raise RequestError(f"'{C.LENGTHS.name}' has {lengths.shape[0]} rows but "
                                    f"'{C.ITEM_IDS.name}' has {items.shape[0]}")
-            bad = np.flatnonzero((lengths < 0) | (lengths > items.shape[1]))
-            if bad.size:
+            if lengths.size and (lengths.min() < 0 or lengths.max() > items.shape[1]):
+                bad = np.flatnonzero((lengths < 0) | (lengths > items.shape[1]))  # error path only
                 raise RequestError(f"lengths[{bad[0]}] = {lengths[bad[0]]} is outside 0..{items.shape[1]} "
                                    f"(the padded width of '{C.ITEM_IDS.name}')")
         k = get(C.K.name)
         if k is None:
-            k = np.zeros(items.shape[0], dtype=np.int64)
+            k = 0
         else:
             k = k.reshape(-1)
-            if k.size != items.shape[0] or (k.size and (k != k[0]).any()):
+            if k.size != items.shape[0] or (k.size > 1 and (k != k[0]).any()):
                 raise RequestError(f"'{C.K.name}' must hold one value per row, the same for every row of a request")
-            if k.size and k[0] < 1:
-                raise RequestError(f"'{C.K.name}' must be >= 1, got {int(k[0])}")
-            if k.size and self.max_k is not None and k[0] > self.max_k:
-                raise RequestError(f"'{C.K.name}' = {int(k[0])} is above the {self.max_k} candidates "
+            k = int(k[0]) if k.size else 0
+            if k < 1 and items.shape[0]:
+                raise RequestError(f"'{C.K.name}' must be >= 1, got {k}")
+            if self.max_k is not None and k > self.max_k:
+                raise RequestError(f"'{C.K.name}' = {k} is above the {self.max_k} candidates "
                                    "this two-stage model retrieves and ranks (export.candidates)")
         exclude = get(C.EXCLUDE_ITEM_IDS.name)
         if exclude is not None:
@@ -104,7 +107,7 @@ class Preprocessor:
             if exclude.shape[1] > C.MAX_EXCLUDED_PER_ROW:
                 raise RequestError(f"'{C.EXCLUDE_ITEM_IDS.name}' has {exclude.shape[1]} ids per row; "
                                    f"the limit is {C.MAX_EXCLUDED_PER_ROW}")
-        request = Request(items, lengths.astype(np.int64), k.astype(np.int64), exclude)
+        request = Request(items, lengths.astype(np.int64, copy=False), k, exclude)
         if self.side is not None:
             request.side = self._side_inputs(get, items)
             request.side_errors = self.side.row_errors(request.side, request.lengths)
@@ -127,11 +130,13 @@ class Preprocessor:
 
     def run(self, requests: list[Request]) -> list[dict[str, np.ndarray]]:
         """Step tensors (name -> array) per request."""
-        # One flat ragged batch (values + offsets) for every row of every request.
+        # One flat ragged batch (values + offsets) for every row of every request. Few array
+        # calls per batch: each costs microseconds in the served step, whatever its size.
         reals = [np.arange(r.items.shape[1]) < r.lengths[:, None] for r in requests]
-        flat = np.concatenate([r.items[m] for r, m in zip(requests, reals)]).astype(np.int64, copy=False)
-        lengths = np.concatenate([r.lengths for r in requests])
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        parts = [r.items[m] for r, m in zip(requests, reals)]
+        flat = (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.int64, copy=False)
+        lengths = requests[0].lengths if len(requests) == 1 else np.concatenate([r.lengths for r in requests])
+        offsets = offsets_from_lengths(lengths)
         encoded, enc_offsets, keep = self.lookup.encode_keep(flat, offsets)
         enc_lengths = np.diff(enc_offsets)
         side = None
@@ -142,17 +147,21 @@ class Preprocessor:
             side = (cats[keep], conts[keep])
         out, row = [], 0
         for r in requests:
-            rows = slice(row, row + len(r.lengths))
-            row += len(r.lengths)
-            out.append(self._outputs(r, encoded, enc_offsets[rows], enc_lengths[rows], side))
+            n = len(r.lengths)
+            out.append(self._outputs(r, encoded, enc_offsets[row:row + n], enc_lengths[row:row + n], side))
+            row += n
         return out
 
-    def row_errors(self, r: Request, enc_lengths: np.ndarray) -> np.ndarray:
-        """One message per row ("" = good): the first problem of each bad row, naming the row."""
+    def row_errors(self, r: Request, enc_lengths: np.ndarray) -> np.ndarray | None:
+        """One message per row ("" = good): the first problem of each bad row, naming the row;
+        None when every row is good."""
+        empty = np.flatnonzero(enc_lengths == 0)
+        if not empty.size and not r.side_errors:
+            return None
         errors = np.full(len(r.lengths), "", dtype=object)
         for i, message in r.side_errors.items():
             errors[i] = message
-        for i in np.flatnonzero(enc_lengths == 0):  # error path: a loop over the BAD rows only
+        for i in empty:  # error path: a loop over the BAD rows only
             if r.lengths[i] == 0:
                 errors[i] = f"empty session (row {i}): '{C.ITEM_IDS.name}' needs at least one item id"
             else:
@@ -161,30 +170,40 @@ class Preprocessor:
         return errors
 
     def _outputs(self, r: Request, encoded, starts, enc_lengths, side):
+        n = len(enc_lengths)
         errors = self.row_errors(r, enc_lengths)
-        ok = errors == ""
-        enc_lengths = np.where(ok, enc_lengths, 0)  # a bad row reaches the model step empty (see scored)
+        if errors is not None:  # a bad row reaches the model step empty (see scored)
+            enc_lengths = np.where(errors == "", enc_lengths, 0)
         width = max(int(enc_lengths.max(initial=0)), 1)  # never a 0-wide tensor
-        cols = np.arange(width)
-        mask = cols < enc_lengths[:, None]
-        at = (starts[:, None] + cols)[mask]  # position j of row i holds encoded[start_i + j]
-        items = np.full((len(ok), width), PAD_ID, dtype=np.int64)
-        items[mask] = encoded[at]
+        if errors is None and (n == 1 or (enc_lengths == width).all()):
+            # rows of one length lie back to back in `encoded`: a view, no scatter
+            at, mask = None, None
+            items = encoded[starts[0]:starts[0] + n * width].reshape(n, width) if n else \
+                np.full((0, width), PAD_ID, dtype=np.int64)
+        else:
+            cols = np.arange(width)
+            mask = cols < enc_lengths[:, None]
+            at = (starts[:, None] + cols)[mask]  # position j of row i holds encoded[start_i + j]
+            items = np.full((n, width), PAD_ID, dtype=np.int64)
+            items[mask] = encoded[at]
         excluded = 1 if r.exclude is None else r.exclude.shape[1]
-        args = np.full((len(ok), C.ARG_EXCLUDE + excluded), PAD_ID, dtype=np.int64)
-        args[:, C.ARG_K] = r.k
-        args[:, C.ARG_FINGERPRINT] = self.fingerprint
+        args = np.full((n, C.ARG_EXCLUDE + excluded), PAD_ID, dtype=np.int64)
+        args[:, [C.ARG_K, C.ARG_FINGERPRINT]] = (r.k, self.fingerprint)
         if r.exclude is not None:
             exclude = self.lookup.encode_items(r.exclude.reshape(-1)).reshape(r.exclude.shape)
             exclude[exclude < FIRST_ITEM_ID] = PAD_ID  # unknown ids: nothing to exclude
             args[:, C.ARG_EXCLUDE:] = exclude
-        out = {C.ENCODED_ITEMS.name: items, C.STEP_ARGS.name: args,
-               C.ROW_ERRORS.name: np.array([e.encode() for e in errors], dtype=object).reshape(-1, 1)}
+        messages = (np.full((n, 1), b"", dtype=object) if errors is None else
+                    np.array([e.encode() for e in errors], dtype=object).reshape(-1, 1))
+        out = {C.ENCODED_ITEMS.name: items, C.STEP_ARGS.name: args, C.ROW_ERRORS.name: messages}
         if side is not None:  # the same right-padding for the side features
             for spec, values in zip((C.SIDE_CATEGORICAL, C.SIDE_CONTINUOUS), side):
                 if values.shape[1]:
-                    padded = np.zeros((len(ok), width, values.shape[1]), dtype=values.dtype)
-                    padded[mask] = values[at]
+                    padded = np.zeros((n, width, values.shape[1]), dtype=values.dtype)
+                    if mask is None:
+                        padded[:] = values[starts[0]:starts[0] + n * width].reshape(n, width, -1)
+                    else:
+                        padded[mask] = values[at]
                     out[spec.name] = padded
         return out
 
@@ -289,9 +308,9 @@ class Ranker:
         """Why a request's step tensors come from another export's lookup step (None: they do
         not). Its encoded ids would mean other items here: refused, never answered."""
         sent = request[C.STEP_ARGS.name][:, C.ARG_FINGERPRINT]
-        wrong = sent[sent != self.fingerprint]
-        if not wrong.size:
+        if (sent == self.fingerprint).all():
             return None
+        wrong = sent[sent != self.fingerprint]
         return (f"export mismatch: the lookup step ({C.PREPROCESS}) is from export "
                 f"{C.fingerprint_text(wrong[0])} but the model step ({C.MODEL}) is from export "
                 f"{C.fingerprint_text(self.fingerprint)}: nothing answered (an ensemble must name "
@@ -328,19 +347,25 @@ class Ranker:
         """ids / scores [good rows, depth] (encoded, best first) -> per request top_item_ids /
         top_scores [rows, k] in original ids; -inf places -> -1, bad rows all -1 / NaN. A
         two-stage step also gives ranker_scores (same shape, the order of ids), answered alike."""
-        top = np.full((len(batch.ok), batch.depth), -1, dtype=np.int64)
-        floats = {C.TOP_SCORES.name: scores}
+        floats = {C.TOP_SCORES.name: np.asarray(scores, dtype=np.float32)}
         if self.two_stage:
             floats[C.RANKER_SCORES.name] = ranker_scores
-        full = {name: np.full((len(batch.ok), batch.depth), np.nan, dtype=np.float32) for name in floats}
-        if len(ids):
-            scores = np.asarray(scores, dtype=np.float32)
-            top[batch.ok] = np.where(np.isfinite(scores), self.vocabulary[ids], -1)
+        top = np.where(np.isfinite(floats[C.TOP_SCORES.name]), self.vocabulary[ids], -1) if len(ids) \
+            else np.full((0, batch.depth), -1, dtype=np.int64)
+        if not batch.ok.all():  # bad rows: -1 / NaN in their places
+            full_top = np.full((len(batch.ok), batch.depth), -1, dtype=np.int64)
             for name, values in floats.items():
-                full[name][batch.ok] = values
+                floats[name] = np.full((len(batch.ok), batch.depth), np.nan, dtype=np.float32)
+                if len(ids):
+                    floats[name][batch.ok] = values
+            if len(ids):
+                full_top[batch.ok] = top
+            top = full_top
+        if len(batch.rows) == 1 and batch.k[0] == batch.depth:  # one request, answered whole
+            return [{C.TOP_ITEM_IDS.name: top, **floats}]
         out, at = [], 0
         for n, k in zip(batch.rows, batch.k):
             out.append({C.TOP_ITEM_IDS.name: np.ascontiguousarray(top[at:at + n, :k]),
-                        **{name: np.ascontiguousarray(v[at:at + n, :k]) for name, v in full.items()}})
+                        **{name: np.ascontiguousarray(v[at:at + n, :k]) for name, v in floats.items()}})
             at += n
         return out

@@ -100,8 +100,11 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
+                # freezing: the weights become constants, so the linear layers take prepacked
+                # weights with the bias fused (a small model's GEMMs are its step's main cost)
                 path = torch._inductor.aoti_compile_and_package(
-                    program, package_path=str(Path(folder) / COMPILED_FILE))
+                    program, package_path=str(Path(folder) / COMPILED_FILE),
+                    inductor_configs={"freezing": True})
                 compiled = torch._inductor.aoti_load_package(path)
                 with torch.no_grad():
                     same = all(_same(compiled(i, e, depth_tensor(k), s, width_tensor(i, scorer.keep)), want)

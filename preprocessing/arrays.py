@@ -140,7 +140,8 @@ def find_sorted(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.nd
     """(position, found) of every value in the sorted `keys` (position clipped into range)."""
     if len(keys) == 0:
         return np.zeros(len(values), dtype=np.int64), np.zeros(len(values), dtype=bool)
-    pos = np.clip(np.searchsorted(keys, values), 0, len(keys) - 1)
+    pos = np.searchsorted(keys, values)  # 0..len(keys): only the top needs clipping
+    np.minimum(pos, len(keys) - 1, out=pos)
     return pos, keys[pos] == values
 
 

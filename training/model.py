@@ -171,8 +171,9 @@ class SequenceRecommender(nn.Module):
         """Hidden state [B, d] at one position per row (items as hidden_states); the last block
         runs at that position only where that is exact (training/read_position.py)."""
         if self.cfg.attention == CAUSAL and read_position.supports(self.backbone):
-            return read_position.hidden_at(self.backbone, self.embed(items, features),
-                                           (items != PAD_ID).long(), positions)
+            mask = (items != PAD_ID).long()
+            return read_position.hidden_at(self.backbone, self.embed(items, features), mask,
+                                           positions, self.position_ids(mask))
         hidden = self.hidden_states(items, features=features)
         return hidden[torch.arange(items.shape[0], device=items.device), positions]  # shape: stays symbolic in torch.export
 

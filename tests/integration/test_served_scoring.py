@@ -1,5 +1,5 @@
-"""The one scorer on the real server: `exclude_seen` over the whole sent history when the model
-reads a shorter window than the workflow keeps, request errors as INVALID_ARGUMENT, 64 rows x
+"""The one scorer on the real server, compiled by AOTInductor: `exclude_seen` over the whole sent
+history when the model reads a shorter window than the workflow keeps, request errors as INVALID_ARGUMENT, 64 rows x
 100k excluded ids under a memory bound, and an export that cannot build the program."""
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def short_model(tmp_path_factory, ml100k):
 def served(tmp_path_factory, etl, short_model):
     repo = export_repository(ExportConfig(data_dir=etl.output_dir, model_dir=short_model.output_dir,
                                           repository=str(tmp_path_factory.mktemp("r") / "repo"),
-                                          exclude_seen=True))
+                                          exclude_seen=True, compile_scorer=True))
+    # served by the AOTInductor build of the program (what bench/serving.py measures)
+    assert (Path(repo) / C.MODEL / "1" / "scorer_compiled.pt2").is_file()
     with TritonServer(repo) as srv:
         yield srv
 

@@ -44,6 +44,14 @@ def test_gpt2_read_position_equals_the_full_forward():
                                        atol=1e-5, rtol=1e-5)
 
 
+def test_positions_counted_from_the_end_reach_the_read_position_path():
+    model = _model(positions="end")
+    items, positions = _rows()
+    with torch.no_grad():
+        torch.testing.assert_close(model.hidden_at(items, positions), _full(model, items, positions),
+                                   atol=1e-5, rtol=1e-5)
+
+
 def test_training_mode_and_other_backbones_take_the_full_forward():
     model = _model()
     model.train()
