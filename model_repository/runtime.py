@@ -50,6 +50,7 @@ class Request:
     exclude: np.ndarray | None  # [B, E] original ids
     side: dict = field(default_factory=dict)  # raw side inputs, [B, L] each
     side_errors: dict = field(default_factory=dict)  # row -> message
+    whole: bool = False  # every row fills the padded width (no `lengths` sent)
 
 
 class Preprocessor:
@@ -74,7 +75,8 @@ class Preprocessor:
             raise RequestError(f"'{C.ITEM_IDS.name}' has {items.shape[1]} ids per row; the limit is "
                                f"{C.MAX_ITEM_IDS_PER_ROW} (send the most recent ones)")
         lengths = get(C.LENGTHS.name)
-        if lengths is None:
+        whole = lengths is None
+        if whole:
             lengths = np.full(items.shape[0], items.shape[1], dtype=np.int64)
         else:
             lengths = lengths.reshape(-1)
@@ -107,7 +109,8 @@ class Preprocessor:
             if exclude.shape[1] > C.MAX_EXCLUDED_PER_ROW:
                 raise RequestError(f"'{C.EXCLUDE_ITEM_IDS.name}' has {exclude.shape[1]} ids per row; "
                                    f"the limit is {C.MAX_EXCLUDED_PER_ROW}")
-        request = Request(items, lengths.astype(np.int64, copy=False), k, exclude)
+        request = Request(items, lengths.astype(np.int64, copy=False), k, exclude,
+                          whole=whole)
         if self.side is not None:
             request.side = self._side_inputs(get, items)
             request.side_errors = self.side.row_errors(request.side, request.lengths)
@@ -132,8 +135,9 @@ class Preprocessor:
         """Step tensors (name -> array) per request."""
         # One flat ragged batch (values + offsets) for every row of every request. Few array
         # calls per batch: each costs microseconds in the served step, whatever its size.
-        reals = [np.arange(r.items.shape[1]) < r.lengths[:, None] for r in requests]
-        parts = [r.items[m] for r, m in zip(requests, reals)]
+        reals = [None if r.whole else np.arange(r.items.shape[1]) < r.lengths[:, None]
+                 for r in requests]
+        parts = [r.items.reshape(-1) if m is None else r.items[m] for r, m in zip(requests, reals)]
         flat = (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.int64, copy=False)
         lengths = requests[0].lengths if len(requests) == 1 else np.concatenate([r.lengths for r in requests])
         offsets = offsets_from_lengths(lengths)
@@ -141,7 +145,8 @@ class Preprocessor:
         enc_lengths = np.diff(enc_offsets)
         side = None
         if self.side is not None:  # features of the kept positions, aligned with encoded
-            raw = {name: np.concatenate([r.side[name][m] for r, m in zip(requests, reals)])
+            raw = {name: np.concatenate([r.side[name].reshape(-1) if m is None else r.side[name][m]
+                                         for r, m in zip(requests, reals)])
                    for name, _ in self.side.inputs}
             cats, conts = self.side.encode(raw, offsets, flat)
             side = (cats[keep], conts[keep])
@@ -155,9 +160,9 @@ class Preprocessor:
     def row_errors(self, r: Request, enc_lengths: np.ndarray) -> np.ndarray | None:
         """One message per row ("" = good): the first problem of each bad row, naming the row;
         None when every row is good."""
-        empty = np.flatnonzero(enc_lengths == 0)
-        if not empty.size and not r.side_errors:
+        if enc_lengths.all() and not r.side_errors:
             return None
+        empty = np.flatnonzero(enc_lengths == 0)
         errors = np.full(len(r.lengths), "", dtype=object)
         for i, message in r.side_errors.items():
             errors[i] = message

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers import (
     AlbertConfig,
@@ -131,14 +132,27 @@ def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module
     return fused_activations(BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers)))
 
 
+class TanhGELU(nn.Module):
+    """The tanh GELU (GPT-2's "gelu_new"), 0.5 x (1 + tanh z), z = sqrt(2/pi) (x + 0.044715 x^3).
+    Training: torch's fused kernel, forward and backward in one pass each. Evaluation: the same
+    function written x * sigmoid(2z), which Inductor vectorises through exp: the compiled served
+    scorer runs 10-16% faster with it. Eager scoring and the exported program run this same form,
+    so served and offline answers stay equal; the two forms agree to ~5e-7."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return F.gelu(x, approximate="tanh")
+        return x * torch.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
+
+
 def fused_activations(model: nn.Module) -> nn.Module:
     """GPT-2's default activation ("gelu_new") is the tanh GELU written as five Python-level ops
-    (each a pass over the MLP's activations, forward and backward); torch's fused kernel computes
-    the same function (equal to ~1e-6). Swapped in place: no parameters, same HF config."""
+    (each a pass over the MLP's activations, forward and backward); TanhGELU computes the same
+    function (equal to ~1e-6). Swapped in place: no parameters, same HF config."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, NewGELUActivation):
-                setattr(module, name, nn.GELU(approximate="tanh"))
+                setattr(module, name, TanhGELU())
     return model
 
 

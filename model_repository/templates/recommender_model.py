@@ -83,6 +83,12 @@ class TritonPythonModel:
         # numpy -> the scorer's device; on CPU no copy and no call (each costs microseconds here)
         self.tensor = torch.from_numpy if self.device == "cpu" else \
             (lambda a: torch.from_numpy(a).to(self.device))
+        self.shapes = {}  # n -> the storage-less [n, 0] tensor that passes a size (depth, width)
+
+    def shape(self, n: int):
+        if n not in self.shapes:
+            self.shapes[n] = torch.empty((n, 0), device=self.device)
+        return self.shapes[n]
 
     def execute(self, requests):
         arrays = [{name: pb_utils.get_input_tensor_by_name(r, name).as_numpy() for name in self.inputs}
@@ -108,10 +114,9 @@ class TritonPythonModel:
                 with torch.inference_mode():
                     # the window only as wide as this batch's longest history: [W, 0], like depth
                     top = self.scorer(
-                        self.tensor(items), self.tensor(exclude),
-                        torch.empty((batch.depth, 0), device=self.device),
+                        self.tensor(items), self.tensor(exclude), self.shape(batch.depth),
                         {k: self.tensor(v) for k, v in side.items()} or None,
-                        torch.empty((min(items.shape[1], self.window), 0), device=self.device))
+                        self.shape(min(items.shape[1], self.window)))
                 if self.device != "cpu":
                     top = [t.cpu() for t in top]
                 ids, scores = top[0].numpy(), top[1].numpy()

@@ -79,12 +79,17 @@ def test_the_model_loss_matches_its_own_logits():
 
 
 def test_gpt2_runs_the_fused_tanh_gelu_it_was_configured_with():
-    """The swapped activation computes HF's gelu_new (the GPT-2 config is unchanged)."""
+    """The swapped activation computes HF's gelu_new in training and in evaluation (the GPT-2
+    config is unchanged)."""
     from transformers.activations import NewGELUActivation
+
+    from seqrec.training.backbones import TanhGELU
 
     model = SequenceRecommender(ModelConfig(num_items=50, max_len=6, d_model=16, n_heads=2, backbone="gpt2"))
     assert model.backbone.config.activation_function == "gelu_new"
     acts = [m.mlp.act for m in model.backbone.h]
-    assert all(isinstance(a, torch.nn.GELU) for a in acts)
+    assert all(isinstance(a, TanhGELU) for a in acts)
     x = torch.randn(1000) * 4
-    torch.testing.assert_close(acts[0](x), NewGELUActivation()(x), rtol=1e-5, atol=1e-5)
+    for mode in (True, False):  # the fused kernel, then the sigmoid form scoring runs
+        acts[0].train(mode)
+        torch.testing.assert_close(acts[0](x), NewGELUActivation()(x), rtol=1e-5, atol=1e-5)
