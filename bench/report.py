@@ -394,7 +394,7 @@ def peers_speed(d: dict) -> str:
     return text
 
 
-LAYOUTS = {"masked": masked, "etl": etl, "readers": readers, "train": train, "train_data": train_data,
+LAYOUTS = {"masked": masked, "etl": etl, "etl-repeat": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
            "ddp": ddp, "ddp-dropout0": ddp, "serving": serving, "serving-two-stage": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
