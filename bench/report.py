@@ -162,7 +162,18 @@ def serving(d: dict) -> str:
         f"run {d['machine']['load_average'][0]:.1f} on {d['machine']['cpus']} cores. Server start "
         f"to ready: {d['server_start_s']} s. Targets: p50 at concurrency 1 {t['p50_c1_vs_floor']} the "
         f"floor's, >= {t['requests_per_s_c16']} requests/s at 16 with p99 <= {t['p99_ms_c16']} ms, "
-        f"{t['failed_or_changed_good']} good requests failed or changed.\n" + _two_stage(d))
+        f"{t['failed_or_changed_good']} good requests failed or changed.\n" + _cpu(d) + _two_stage(d))
+
+
+def _cpu(d: dict) -> str:
+    """The CPU split per process at concurrency 16, when the run measured it."""
+    split = d.get("cpu_us_per_request", {})
+    parts = [f"{model}: " + ", ".join(f"{k} {v:,}" for k, v in split[f"{model}_c16"].items())
+             for model in ("floor", "seqrec", "two_stage") if f"{model}_c16" in split]
+    if not parts:
+        return ""
+    return ("\nCPU microseconds per request at concurrency 16 (user + system, per process, median "
+            "of the rounds; `client` is the load generator): " + "; ".join(parts) + ".\n")
 
 
 def _two_stage(d: dict) -> str:
@@ -396,7 +407,8 @@ def peers_speed(d: dict) -> str:
 
 LAYOUTS = {"masked": masked, "etl": etl, "etl-repeat": etl, "readers": readers, "train": train, "train_data": train_data,
            "side_features": side_features,
-           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving, "serving-two-stage": serving,
+           "ddp": ddp, "ddp-dropout0": ddp, "serving": serving, "serving-repeat": serving,
+           "serving-two-stage": serving,
            "serving_row_errors_ab": serving_row_errors_ab, "scaling": scaling,
            "scaling-pretrain10": scaling, "soak": soak, "recformer": recformer,
            "recformer_serving": recformer_serving, "peers": peers,

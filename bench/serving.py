@@ -9,7 +9,8 @@ Client and server share the machine (as in the targets). The same server also se
 reference floor, `floor`: a bare two-step python-backend ensemble (identity lookup -> slice,
 dynamic batching, the same client) measured in the same run, so the seqrec figures read as
 ratios against what any two-step python ensemble costs here. Each model's server-side time
-split (queue, input copies, compute, output copies per step) comes from Triton's statistics. Every good answer is checked against the
+split (queue, input copies, compute, output copies per step) comes from Triton's statistics,
+and the CPU each process used per request (client, server, each python stub) from /proc. Every good answer is checked against the
 answer the same session got at concurrency 1, so batching under load cannot silently mix rows
 (items whose scores tie to 1e-5 may trade places under batching: counted apart, as tie swaps).
 With --two-stage the same server also serves the two-stage export of the same model (its top
@@ -27,6 +28,7 @@ import platform
 import shutil
 import tempfile
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,25 @@ def server_split(url: str, models) -> dict:
                      for phase in ("queue", "compute_input", "compute_infer", "compute_output")}
         out[name]["requests_per_execution"] = round(n / max(int(s.get("execution_count", 1)), 1), 2)
     client.close()
+    return out
+
+
+def cpu_seconds(server_pid: int, models) -> dict:
+    """CPU seconds (user + system) used so far by this client process, the server and each
+    python stub (named by the model whose folder its command line holds)."""
+    from seqrec.model_repository.server import _group_members
+
+    tick = os.sysconf("SC_CLK_TCK")
+    out = {"client": time.process_time(), "server": 0.0}
+    for pid, cmd in _group_members(server_pid).items():  # the server's process group
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_bytes()
+        except OSError:
+            continue
+        fields = stat[stat.rfind(b")") + 2:].split()  # utime, stime: fields 14 and 15
+        used = (int(fields[11]) + int(fields[12])) / tick
+        name = next((m for m in models if f"/{m}/".encode() in cmd), "server")
+        out[name] = out.get(name, 0.0) + used
     return out
 
 
@@ -281,7 +302,11 @@ def main() -> None:
                                                                        + 1e-9), 1),
                          **percentiles(seq["latencies"])))
         for c in (int(x) for x in args.concurrency.split(",")):
+            before = cpu_seconds(server.pid, steps)
             st = _concurrent(url, reqs, c, seq["answers"], model)
+            after = cpu_seconds(server.pid, steps)
+            cpu[model, c].append({k: (after[k] - before.get(k, 0.0)) / len(reqs) * 1e6
+                                  for k in after if after[k] > before.get(k, 0.0)})
             rows.append(dict(model=model, round=round_, concurrency=c, requests=len(reqs),
                              bad=n_bad,
                              failed_good=st["failed_good"], mismatched=st["mismatched"],
@@ -293,9 +318,11 @@ def main() -> None:
     two_stage = (ensure_two_stage(args.config, args.ranker_config, args.candidates, args.epochs,
                                   not args.no_compile) if args.two_stage else None)
     models = (FLOOR, "seqrec") + ((TWO_STAGE,) if two_stage else ())
+    cpu = defaultdict(list)  # (model, concurrency) -> per round: CPU us per request per process
     with tempfile.TemporaryDirectory() as tmp:
         served = with_floor(repo, Path(tmp) / "repo")
         extra = add_renamed(two_stage, served, TWO_STAGE) if two_stage else ()
+        steps = ("seqrec_preprocess", "seqrec_model", FLOOR_LOOKUP, FLOOR_SLICE) + extra
         with TritonServer(served) as server:
             for model in models:  # first calls load lazily-built state
                 with RecommenderClient(server.grpc_url, model_name=model) as warm:
@@ -337,6 +364,10 @@ def main() -> None:
         targets=dict(p50_c1_vs_floor="<= 2x", requests_per_s_c16=1000, p99_ms_c16=25,
                      failed_or_changed_good=0),
         rounds=args.rounds, seqrec_vs_floor=ratios, server_split_us_per_request=split,
+        # where the CPU goes under load: per process, median over the rounds (client = this one)
+        cpu_us_per_request={f"{m}_c{c}": {k: round(float(np.median([r.get(k, 0.0) for r in v])))
+                                           for k in dict.fromkeys(k for r in v for k in r)}
+                            for (m, c), v in cpu.items()},
         **(dict(two_stage=dict(
             model=TWO_STAGE, repository=str(two_stage), candidates=args.candidates,
             ranker_config=str(Path(args.ranker_config).resolve().relative_to(ROOT)),
@@ -357,6 +388,7 @@ def main() -> None:
         print("two_stage / floor:", json.dumps(result["two_stage"]["vs_floor"]))
         print("two_stage / seqrec:", json.dumps(result["two_stage"]["vs_seqrec"]))
     print("server split (us per request):", json.dumps(split, indent=1))
+    print("CPU us per request:", json.dumps(result["cpu_us_per_request"], indent=1))
     print(f"-> {out}")
 
 
