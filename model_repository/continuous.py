@@ -25,6 +25,7 @@ from typing import Callable
 
 import numpy as np
 
+from seqrec.config import build
 from seqrec.errors import SeqrecError
 from seqrec.preprocessing.arrays import ITEM_LIST
 from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
@@ -40,7 +41,8 @@ from seqrec.client.grpc_client import RecommenderClient
 from .export import ExportConfig, export_repository, versions
 from .server import TritonServer
 
-__all__ = ["ReloadError", "serve_incremental", "served_metrics", "REPORT_CSV", "CHECKPOINT_DIR"]
+__all__ = ["ReloadError", "serve_incremental", "served_metrics", "publish_config", "REPORT_CSV",
+           "CHECKPOINT_DIR"]
 
 CHECKPOINT_DIR = "window_checkpoint"  # the model of the window just trained, as exported
 REPORT_CSV = "served.csv"  # one row per (window, metric): offline, served
@@ -80,17 +82,35 @@ def _write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)  # a reader never sees half a table
 
 
+# what the run itself decides for every published version
+RUN_EXPORT_KEYS = ("data_dir", "model_dir", "repository", "exclude_seen")
+
+
+def publish_config(cfg: IncrementalConfig, repository: Path) -> ExportConfig:
+    """The export of every window's model: `incremental.serve.export` (checked by the export's
+    strict loader) plus what the run decides (its data, the window checkpoint, the repository and
+    the evaluation's seen-item policy)."""
+    taken = sorted(set(cfg.serve.export) & set(RUN_EXPORT_KEYS))
+    if taken:
+        raise SeqrecError(f"incremental.serve.export.{taken[0]}: set by the run (its data_dir, the "
+                          f"window checkpoint, serve.repository, eval_exclude_seen), not here")
+    try:
+        return build(ExportConfig, cfg.serve.export, at="incremental.serve.export",
+                     data_dir=cfg.data_dir, model_dir=str(Path(cfg.output_dir) / CHECKPOINT_DIR),
+                     repository=str(repository), exclude_seen=cfg.eval_exclude_seen)
+    except ValueError as err:
+        raise SeqrecError(str(err)) from None
+
+
 class _Publisher:
     """Exports, reloads and evaluates through one server, for the window hook."""
 
-    def __init__(self, cfg: IncrementalConfig, repository: Path, control: ModelControl,
+    def __init__(self, cfg: IncrementalConfig, export: ExportConfig, control: ModelControl,
                  client: RecommenderClient, on_reload: Callable[[dict], None] | None):
-        self.cfg, self.repository = cfg, repository
+        self.cfg, self.repository, self.export = cfg, Path(export.repository), export
         self.control, self.client, self.on_reload = control, client, on_reload
         self.out = Path(cfg.output_dir)
         self.vocabulary = item_vocabulary(load_workflow(Path(cfg.data_dir) / "workflow"))
-        self.export = ExportConfig(data_dir=cfg.data_dir, model_dir=str(self.out / CHECKPOINT_DIR),
-                                   repository=str(repository), exclude_seen=cfg.eval_exclude_seen)
         self.table: list[dict] = []
         self.serving: int | None = None  # the version the server answers with
 
@@ -150,11 +170,11 @@ def serve_incremental(cfg: IncrementalConfig, progress: bool = True,
     if cfg.model.side is not None:
         raise SeqrecError("incremental --serve evaluates through the server with item ids only: "
                           "a model with side features is not supported (drop model.side_features)")
-    limit = ExportConfig.max_batch_size
-    if serve.request_rows > limit:
-        raise SeqrecError(f"incremental.serve.request_rows: {serve.request_rows} sessions per "
-                          f"request is more than the exported max_batch_size ({limit})")
     repository = Path(serve.repository or Path(cfg.output_dir) / "model_repository")
+    export = publish_config(cfg, repository)
+    if serve.request_rows > export.max_batch_size:
+        raise SeqrecError(f"incremental.serve.request_rows: {serve.request_rows} sessions per "
+                          f"request is more than the exported max_batch_size ({export.max_batch_size})")
     repository.mkdir(parents=True, exist_ok=True)
     with ExitStack() as stack:
         if serve.url is None:
@@ -168,7 +188,7 @@ def serve_incremental(cfg: IncrementalConfig, progress: bool = True,
                 raise SeqrecError(f"incremental.serve.key_file: {err}") from None
         control = stack.enter_context(ModelControl(url, key=key, timeout_s=serve.timeout_s))
         client = stack.enter_context(RecommenderClient(url, model_name=ENSEMBLE, timeout_s=serve.timeout_s))
-        publisher = _Publisher(cfg, repository, control, client, on_reload)
+        publisher = _Publisher(cfg, export, control, client, on_reload)
         report = train_incremental(cfg, progress, after_window=publisher)
     report["serving"] = {"repository": str(repository), "url": url, "version": publisher.serving,
                          "own_server": serve.url is None, "depth": top_k_depth()}

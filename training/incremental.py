@@ -37,6 +37,10 @@ class ServeConfig:
     # the file `seqrec serve` wrote)
     request_rows: int = 64  # sessions per evaluation request (<= the export's max_batch_size)
     timeout_s: float = 300.0  # per reload and per request, retries included
+    # `export` options of every published version (compile_scorer, instances, torch_threads,
+    # top_k, max_batch_size, ...), checked by the export's own loader before training starts;
+    # data_dir, model_dir, repository and exclude_seen come from the run
+    export: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.request_rows < 1:

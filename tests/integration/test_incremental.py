@@ -257,6 +257,7 @@ def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monke
 
     from seqrec.client.control import ModelControl
     from seqrec.model_repository import continuous
+    from seqrec.model_repository.contract import read_config
     from seqrec.model_repository.export import ENSEMBLE, MODEL, PREPROCESS
     from seqrec.model_repository.server import TritonServer
     from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
@@ -295,7 +296,8 @@ def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monke
             ModelControl(srv.grpc_url, key=srv.repository_key) as ctl:
         (tmp_path / "key").write_text(srv.repository_key)
         cfg = _tiny(data, out, serve={"repository": str(repo), "url": srv.grpc_url,
-                                      "key_file": str(tmp_path / "key"), "request_rows": 32})
+                                      "key_file": str(tmp_path / "key"), "request_rows": 32,
+                                      "export": {"top_k": 7}})
         try:
             with pytest.raises(continuous.ReloadError) as failed:
                 continuous.serve_incremental(cfg, progress=False, on_reload=reloaded)
@@ -309,6 +311,7 @@ def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monke
     assert "version 3" in message and "'seqrec_model'" in message and "version 2 keeps serving" in message
     assert "3/scorer.pt2 is not a readable exported program" in message
     assert [e["version"] for e in events] == [1, 2]
+    assert read_config(repo / MODEL / "config.pbtxt").parameters["top_k"].string_value == "7"  # serve.export
     # requests answered all along: while version 2 loaded, while 3 failed, after
     assert traffic and not traffic[0].failed(), traffic[0].failed()[:3]
     assert traffic[0].answered_between(events[1]["at"] - events[1]["reload_seconds"], events[1]["at"]) > 0
