@@ -206,7 +206,8 @@ class Preprocessor:
                 if values.shape[1]:
                     padded = np.zeros((n, width, values.shape[1]), dtype=values.dtype)
                     if mask is None:
-                        padded[:] = values[starts[0]:starts[0] + n * width].reshape(n, width, -1)
+                        if n:  # a request of no rows has no start
+                            padded[:] = values[starts[0]:starts[0] + n * width].reshape(n, width, -1)
                     else:
                         padded[mask] = values[at]
                     out[spec.name] = padded
