@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import socket
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -328,3 +330,34 @@ def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monke
     assert len(scalars["served_next_window/ndcg@10"]) == 2
     assert scalars["served_next_window/ndcg@10"][1][1] == pytest.approx(offline["ndcg@10"])
     assert scalars["next_window/ndcg@10"][1][1] == pytest.approx(offline["ndcg@10"])
+
+
+def test_incremental_serve_starts_and_stops_its_own_server(tmp_path):
+    """No serve.url: the run starts its own tritonserver (explicit model control) on the
+    repository, publishes every window's model there, evaluates the next window through it, and
+    stops it at the end, leaving the last version in the repository for `seqrec serve`."""
+    import csv
+
+    from seqrec.model_repository import continuous
+    from seqrec.model_repository.export import MODEL, PREPROCESS, versions
+
+    data = tmp_path / "data"
+    run_etl(ETLConfig(output_dir=str(data), key="session_id", split="time-window", min_len=2,
+                      max_len=20, valid_fraction=0.2, test_fraction=0.2),
+            interactions=chained_sessions(days=1, per_day=150), progress=False)
+    windows = len(list(data.glob("20*")))
+    out = tmp_path / "run"
+    report = continuous.serve_incremental(_tiny(data, out, serve={"request_rows": 32}), progress=False)
+    serving = report["serving"]
+    assert serving["own_server"] is True and serving["version"] == windows
+    repo = Path(serving["repository"])
+    assert repo == out / "model_repository"
+    assert versions(repo / MODEL) == versions(repo / PREPROCESS) == list(range(1, windows + 1))
+    rows = list(csv.DictReader(open(out / continuous.REPORT_CSV)))
+    assert rows and {int(r["version"]) for r in rows} == set(range(1, windows))
+    for r in rows:  # window t+1 through version t on the run's own server: the offline metrics
+        assert float(r["served"]) == pytest.approx(float(r["offline"]), abs=1e-12), r
+    # the server was stopped with the run: nothing listens on its address any more
+    host, port = serving["url"].rsplit(":", 1)
+    with pytest.raises(OSError):
+        socket.create_connection((host, int(port)), timeout=2).close()
