@@ -94,12 +94,10 @@ def publish_config(cfg: IncrementalConfig, repository: Path) -> ExportConfig:
     if taken:
         raise SeqrecError(f"incremental.serve.export.{taken[0]}: set by the run (its data_dir, the "
                           f"window checkpoint, serve.repository, eval_exclude_seen), not here")
-    try:
-        return build(ExportConfig, cfg.serve.export, at="incremental.serve.export",
-                     data_dir=cfg.data_dir, model_dir=str(Path(cfg.output_dir) / CHECKPOINT_DIR),
-                     repository=str(repository), exclude_seen=cfg.eval_exclude_seen)
-    except ValueError as err:
-        raise SeqrecError(str(err)) from None
+    # the strict loader raises a ConfigError (a SeqrecError) naming the key
+    return build(ExportConfig, cfg.serve.export, at="incremental.serve.export",
+                 data_dir=cfg.data_dir, model_dir=str(Path(cfg.output_dir) / CHECKPOINT_DIR),
+                 repository=str(repository), exclude_seen=cfg.eval_exclude_seen)
 
 
 class _Publisher:

@@ -42,6 +42,11 @@ def _matrix(values: np.ndarray) -> np.ndarray:
     return values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
 
 
+def _real(values: np.ndarray, real: np.ndarray | None) -> np.ndarray:
+    """[B, L] -> the flat values of the real positions (real None: every position is)."""
+    return values.reshape(-1) if real is None else values[real]
+
+
 @dataclass
 class Request:
     items: np.ndarray  # [B, L] original ids
@@ -137,7 +142,7 @@ class Preprocessor:
         # calls per batch: each costs microseconds in the served step, whatever its size.
         reals = [None if r.whole else np.arange(r.items.shape[1]) < r.lengths[:, None]
                  for r in requests]
-        parts = [r.items.reshape(-1) if m is None else r.items[m] for r, m in zip(requests, reals)]
+        parts = [_real(r.items, m) for r, m in zip(requests, reals)]
         flat = (parts[0] if len(parts) == 1 else np.concatenate(parts)).astype(np.int64, copy=False)
         lengths = requests[0].lengths if len(requests) == 1 else np.concatenate([r.lengths for r in requests])
         offsets = offsets_from_lengths(lengths)
@@ -145,8 +150,7 @@ class Preprocessor:
         enc_lengths = np.diff(enc_offsets)
         side = None
         if self.side is not None:  # features of the kept positions, aligned with encoded
-            raw = {name: np.concatenate([r.side[name].reshape(-1) if m is None else r.side[name][m]
-                                         for r, m in zip(requests, reals)])
+            raw = {name: np.concatenate([_real(r.side[name], m) for r, m in zip(requests, reals)])
                    for name, _ in self.side.inputs}
             cats, conts = self.side.encode(raw, offsets, flat)
             side = (cats[keep], conts[keep])

@@ -60,7 +60,7 @@ def hidden_at(backbone: GPT2Model, embeds: torch.Tensor, mask: torch.Tensor,
     attn = last.attn
     q, k, v = attn.c_attn(last.ln_1(hidden)).split(attn.split_size, dim=2)
     heads, dim = attn.num_heads, attn.head_dim
-    q = q[rows, positions].view(batch, 1, heads, dim).transpose(1, 2)  # [B, H, 1, D]
+    q = _heads(q[rows, positions][:, None], heads, dim)  # [B, H, 1, D]
     k, v = _heads(k, heads, dim), _heads(v, heads, dim)
     # the read position sees itself and the real items before it (padding is to its right)
     seen = (torch.arange(length, device=embeds.device)[None] <= positions[:, None]) & mask.bool()
