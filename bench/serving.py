@@ -131,19 +131,12 @@ def server_split(url: str, models) -> dict:
 def cpu_seconds(server_pid: int, models) -> dict:
     """CPU seconds (user + system) used so far by this client process, the server and each
     python stub (named by the model whose folder its command line holds)."""
-    from seqrec.model_repository.server import _group_members
+    from seqrec.model_repository.server import group_processes
 
-    tick = os.sysconf("SC_CLK_TCK")
     out = {"client": time.process_time(), "server": 0.0}
-    for pid, cmd in _group_members(server_pid).items():  # the server's process group
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_bytes()
-        except OSError:
-            continue
-        fields = stat[stat.rfind(b")") + 2:].split()  # utime, stime: fields 14 and 15
-        used = (int(fields[11]) + int(fields[12])) / tick
-        name = next((m for m in models if f"/{m}/".encode() in cmd), "server")
-        out[name] = out.get(name, 0.0) + used
+    for process in group_processes(server_pid).values():  # the server's process group
+        name = next((m for m in models if f"/{m}/".encode() in process.command), "server")
+        out[name] = out.get(name, 0.0) + process.cpu_seconds
     return out
 
 

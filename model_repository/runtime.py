@@ -39,7 +39,10 @@ class RequestError(ValueError):
 
 
 def _matrix(values: np.ndarray) -> np.ndarray:
-    return values.reshape(values.shape[0], -1) if values.ndim else values.reshape(1, 1)
+    """[rows, width]; the width spelt out, as a -1 cannot be inferred for zero rows."""
+    if not values.ndim:
+        return values.reshape(1, 1)
+    return values.reshape(values.shape[0], int(np.prod(values.shape[1:], dtype=np.int64)))
 
 
 def _real(values: np.ndarray, real: np.ndarray | None) -> np.ndarray:
@@ -76,6 +79,8 @@ class Preprocessor:
         if items is None:
             raise RequestError(f"missing input '{C.ITEM_IDS.name}' (INT64 [batch, length], original item ids)")
         items = _matrix(items)
+        if not items.shape[0]:
+            raise RequestError(f"'{C.ITEM_IDS.name}' has no rows: send at least one session")
         if items.shape[1] > C.MAX_ITEM_IDS_PER_ROW:
             raise RequestError(f"'{C.ITEM_IDS.name}' has {items.shape[1]} ids per row; the limit is "
                                f"{C.MAX_ITEM_IDS_PER_ROW} (send the most recent ones)")

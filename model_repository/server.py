@@ -30,7 +30,7 @@ from pathlib import Path
 from ..client.control import REPOSITORY_KEY_NAME
 from .server_tree import prepare_server_dir, server_env
 
-__all__ = ["TritonServer", "ServerTLS", "prepare_server_dir", "RESTRICTED_APIS"]
+__all__ = ["TritonServer", "ServerTLS", "prepare_server_dir", "RESTRICTED_APIS", "group_processes"]
 
 # Every API that changes what the server runs or reads beyond inference; health, metadata,
 # inference, model-config and statistics stay open.
@@ -294,8 +294,8 @@ class TritonServer:
         """The python-backend stubs running now (one per model instance)."""
         if self._proc is None or self._proc.poll() is not None:
             return set()
-        return {pid for pid, cmd in _group_members(self._proc.pid).items()
-                if b"triton_python_backend_stub" in cmd}
+        return {pid for pid, p in group_processes(self._proc.pid).items()
+                if b"triton_python_backend_stub" in p.command}
 
     def stop(self, timeout: float = 30) -> None:
         with self._lock:
@@ -360,8 +360,16 @@ class TritonServer:
         return f"TritonServer({str(self.model_repository)!r}, {state}{where})"
 
 
-def _group_members(pgid: int) -> dict[int, bytes]:
-    """pid -> command line of the live (non-zombie) processes of a process group."""
+@dataclass(frozen=True)
+class GroupProcess:
+    command: bytes  # the command line, NUL-separated
+    cpu_seconds: float  # user + system time used so far
+
+
+def group_processes(pgid: int) -> dict[int, GroupProcess]:
+    """pid -> command line and CPU time of the live (non-zombie) processes of a process group
+    (the server's: tritonserver and its python-backend stubs)."""
+    tick = os.sysconf("SC_CLK_TCK")
     out = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -369,10 +377,11 @@ def _group_members(pgid: int) -> dict[int, bytes]:
         try:
             with open(f"/proc/{entry}/stat", "rb") as f:
                 stat = f.read()
-            fields = stat[stat.rfind(b")") + 2:].split()  # after "(comm)": state, ppid, pgrp, ...
-            if len(fields) > 2 and int(fields[2]) == pgid and fields[0] != b"Z":
+            # after "(comm)": state, ppid, pgrp, ...; utime and stime are the 12th and 13th
+            fields = stat[stat.rfind(b")") + 2:].split()
+            if len(fields) > 12 and int(fields[2]) == pgid and fields[0] != b"Z":
                 with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    out[int(entry)] = f.read()
+                    out[int(entry)] = GroupProcess(f.read(), (int(fields[11]) + int(fields[12])) / tick)
         except OSError:
             continue
     return out
@@ -385,4 +394,4 @@ def _group_alive(pgid: int) -> bool:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):
         return False
-    return bool(_group_members(pgid))
+    return bool(group_processes(pgid))

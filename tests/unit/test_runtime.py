@@ -30,6 +30,8 @@ def test_request_errors_name_the_problem():
     pre = preprocessor()
     cases = [
         (dict(), r"missing input 'item_ids'"),
+        (dict(item_ids=np.zeros((0, 3), dtype=np.int64)), r"'item_ids' has no rows: send at least one session"),
+        (dict(item_ids=[[50]], exclude_item_ids=np.zeros((0, 2), dtype=np.int64)), r"'exclude_item_ids' has 0 rows"),
         (dict(item_ids=[[50, 7]], k=[[0]]), r"'k' must be >= 1, got 0"),
         (dict(item_ids=[[50], [7]], k=[[2], [3]]), r"one value per row, the same"),
         (dict(item_ids=[[50, 7]], lengths=[[3]]), r"lengths\[0\] = 3 is outside 0..2"),
