@@ -96,6 +96,14 @@ def cmd_incremental(args) -> None:
     print(f"{'average':37s}{avg['model']['ndcg@10']:9.4f}{avg['model']['recall@10']:10.4f}"
           f"{avg['popularity']['ndcg@10']:12.4f}"
           + (f"{report['served_average']['ndcg@10']:15.4f}" if served else ""))
+    from seqrec.training.incremental import SHORT
+
+    for window, counts in report["dropped"].items():
+        for reason, count in counts.items():
+            if count:
+                print(f"dropped        {count:,} sequences of window {window}: {reason}")
+    if not any(sum(c.values()) for c in report["dropped"].values()):
+        print(f"dropped        0 sequences: {SHORT} (every window)")
     print(f"report: {cfg.output_dir}/incremental.json, plot: {cfg.output_dir}/incremental.png")
     if served:
         differ = [w["evaluated_on"] for w in report["windows"] if not w["serving"]["matches_offline"]]

@@ -1,6 +1,7 @@
 """Incremental training over time windows (the Transformers4Rec paper protocol): train on window
 t, evaluate on window t+1 before it is ever trained on, continue training on t+1, and so on.
-Reports per-window and average metrics, a JSON file and a PNG plot."""
+Reports per-window and average metrics, the sequences of each window too short to use, a JSON
+file and a PNG plot."""
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ from .model import ModelConfig
 from .run_log import RunLog
 
 SPLITS = ("train", "valid", "test")
+SHORT = "shorter than 2 items (no history before the target)"  # why a sequence is not used
 
 
 @dataclass
@@ -86,10 +88,24 @@ def window_dirs(data_dir: str | Path) -> list[Path]:
     return windows
 
 
-def _read(window: Path, split: str, columns: list[str]) -> dict[str, Ragged]:
-    """One split of one window as list columns, sequences of >= 2 items."""
+def _read(window: Path, split: str, columns: list[str]) -> tuple[dict[str, Ragged], int]:
+    """One split of one window as list columns, sequences of >= 2 items, and how many shorter
+    ones it held (time-window data keeps 1-item sessions with etl.min_len: 1)."""
     data = read_columns(window / f"{split}.parquet", columns)
-    return keep_rows(data, np.flatnonzero(data[ITEM_LIST].lengths >= 2))
+    long_enough = data[ITEM_LIST].lengths >= 2
+    return keep_rows(data, np.flatnonzero(long_enough)), int((~long_enough).sum())
+
+
+def read_windows(windows: list[Path], columns: list[str]
+                 ) -> tuple[dict[str, dict[str, dict[str, Ragged]]], dict[str, dict[str, int]]]:
+    """{window: {split: columns}} of the sequences used, and {window: {"<split>: <reason>": n}}
+    of those left out, every split counted (0 included)."""
+    data, dropped = {}, {}
+    for w in windows:
+        data[w.name], dropped[w.name] = {}, {}
+        for s in SPLITS:
+            data[w.name][s], dropped[w.name][f"{s}: {SHORT}"] = _read(w, s, columns)
+    return data, dropped
 
 
 def _concat(parts: list[dict[str, Ragged]]) -> dict[str, Ragged]:
@@ -108,7 +124,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True,
     windows = window_dirs(cfg.data_dir)
     num_items, model_options = workflow_facts(cfg.data_dir, cfg.model)  # side cardinalities, if any
     columns = [ITEM_LIST, *side_list_columns(model_options)]
-    data = {w.name: {s: _read(w, s, columns) for s in SPLITS} for w in windows}
+    data, dropped = read_windows(windows, columns)
     max_len = data_window(cfg.data_dir, max(int(d[ITEM_LIST].lengths.max(initial=0))
                                              for parts in data.values() for d in parts.values()))
     model_cfg = replace(model_options, num_items=num_items, max_len=max_len)
@@ -170,6 +186,7 @@ def train_incremental(cfg: IncrementalConfig, progress: bool = True,
     report = {
         "config": asdict(cfg),
         "windows": per_window,
+        "dropped": dropped,
         "average": {who: {m: float(np.mean([w[who][m] for w in per_window])) for m in names}
                     for who in ("model", "popularity")},
         **({"served_average": {m: float(np.mean([w["served"][m] for w in per_window]))
