@@ -39,13 +39,18 @@ def write_parts(folder: Path, rows=6000, n_files=3, seed=0) -> Path:
     return folder
 
 
-def config(out: Path, parts: Path, engine: str, **kw) -> ETLConfig:
+def etl_section(out: Path, parts: Path, engine: str, **kw) -> dict:
+    """The recipe's `etl` mapping for the parts in `parts`."""
     source = {"format": "generic", "path": str(parts),
               "columns": {"session_id": "sid", "item_id": "item", "timestamp": "ts",
                           "category": "category", "price": "price"}}
     extra = {"partition_size": "16KB"} if engine == "dask" else {}
-    return ETLConfig(output_dir=str(out), source=source, engine=engine, max_len=12, min_len=2,
-                     categorical=["category"], log_continuous=["price"], **extra, **kw)
+    return dict(output_dir=str(out), source=source, engine=engine, max_len=12, min_len=2,
+                categorical=["category"], log_continuous=["price"], **extra, **kw)
+
+
+def config(out: Path, parts: Path, engine: str, **kw) -> ETLConfig:
+    return ETLConfig(**etl_section(out, parts, engine, **kw))
 
 
 def assert_same(a: Path, b: Path, files):
@@ -96,6 +101,42 @@ def test_dask_engine_runs_on_a_local_cluster(tmp_path):
     dask = run_etl(config(tmp_path / "dask", parts, "dask", cluster=1), progress=False)
     assert dask.sequences == pandas.sequences
     assert_same(tmp_path / "pandas", tmp_path / "dask", [f"{s}.parquet" for s in ("train", "test")])
+
+
+@pytest.mark.parametrize("address", [False, True], ids=["threaded", "scheduler-address"])
+def test_cli_preprocess_runs_the_dask_engine(tmp_path, capsys, address):
+    """`seqrec preprocess` with etl.engine: dask, in this process's threads or on a running
+    cluster given by its scheduler address: the pandas engine's output, and the cluster (which
+    the command did not start) still running after it."""
+    from contextlib import ExitStack
+
+    from distributed import LocalCluster
+
+    from seqrec.cli import main
+
+    parts = write_parts(tmp_path / "raw", rows=1500, seed=5)
+    pandas = run_etl(config(tmp_path / "pandas", parts, "pandas"), progress=False)
+    etl = etl_section(tmp_path / "dask", parts, "dask")
+    recipe = tmp_path / "recipe.yaml"
+    with ExitStack() as stack:
+        if address:
+            # an in-process worker starts in a second; the command still connects over TCP
+            cluster = stack.enter_context(LocalCluster(
+                n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                dashboard_address=None))
+            etl["cluster"] = cluster.scheduler_address
+            assert etl["cluster"].startswith("tcp://")
+        recipe.write_text(json.dumps({"etl": etl}))  # JSON is YAML
+        assert main(["preprocess", "--config", str(recipe)]) == 0
+        if address:
+            assert cluster.scheduler.task_prefixes  # the work went to its worker
+            assert len(cluster.scheduler_info["workers"]) == 1
+    summary = json.loads((tmp_path / "dask" / "etl_summary.json").read_text())["config"]
+    assert (summary["engine"], summary["cluster"]) == ("dask", etl.get("cluster"))
+    out = capsys.readouterr().out
+    assert ("sequences out  " + ", ".join(f"{k} {v:,}" for k, v in pandas.sequences.items())) in out
+    assert f"output         {tmp_path / 'dask'}" in out
+    assert_same(tmp_path / "pandas", tmp_path / "dask", [f"{s}.parquet" for s in ("train", "valid", "test")])
 
 
 @pytest.mark.parametrize("kw, message", [
