@@ -126,9 +126,14 @@ def tiny_windows(tmp_path_factory):
     return data
 
 
+def _tiny_section(data, out, **options) -> dict:
+    """The `incremental` recipe section of a tiny GPT-2 CLM (dropout 0.2) run."""
+    return dict(data_dir=str(data), output_dir=str(out), epochs_per_window=2, batch_size=16,
+                **{"model": {"d_model": 16, "n_layers": 1}, **options})
+
+
 def _tiny(data, out, **options):
-    return IncrementalConfig(data_dir=str(data), output_dir=str(out), epochs_per_window=2, batch_size=16,
-                             **{"model": {"d_model": 16, "n_layers": 1}, **options})  # GPT-2 CLM, dropout 0.2
+    return IncrementalConfig(**_tiny_section(data, out, **options))
 
 
 def _optimizer_steps(out) -> int:
@@ -332,12 +337,14 @@ def test_incremental_serve_evaluates_through_the_reloaded_server(tmp_path, monke
     assert scalars["next_window/ndcg@10"][1][1] == pytest.approx(offline["ndcg@10"])
 
 
-def test_incremental_serve_starts_and_stops_its_own_server(tmp_path):
-    """No serve.url: the run starts its own tritonserver (explicit model control) on the
-    repository, publishes every window's model there, evaluates the next window through it, and
-    stops it at the end, leaving the last version in the repository for `seqrec serve`."""
+def test_incremental_serve_starts_and_stops_its_own_server(tmp_path, capsys):
+    """`seqrec incremental --serve` without serve.url: the run starts its own tritonserver
+    (explicit model control) on the repository, publishes every window's model there, evaluates
+    the next window through it, and stops it at the end, leaving the last version in the
+    repository for `seqrec serve`."""
     import csv
 
+    from seqrec.cli import main
     from seqrec.model_repository import continuous
     from seqrec.model_repository.export import MODEL, PREPROCESS, versions
 
@@ -347,7 +354,10 @@ def test_incremental_serve_starts_and_stops_its_own_server(tmp_path):
             interactions=chained_sessions(days=1, per_day=150), progress=False)
     windows = len(list(data.glob("20*")))
     out = tmp_path / "run"
-    report = continuous.serve_incremental(_tiny(data, out, serve={"request_rows": 32}), progress=False)
+    recipe = tmp_path / "inc.yaml"
+    recipe.write_text(json.dumps({"incremental": _tiny_section(data, out, serve={"request_rows": 32})}))
+    assert main(["incremental", "--serve", "--config", str(recipe)]) == 0
+    report = json.loads((out / "incremental.json").read_text())
     serving = report["serving"]
     assert serving["own_server"] is True and serving["version"] == windows
     repo = Path(serving["repository"])
@@ -357,6 +367,10 @@ def test_incremental_serve_starts_and_stops_its_own_server(tmp_path):
     assert rows and {int(r["version"]) for r in rows} == set(range(1, windows))
     for r in rows:  # window t+1 through version t on the run's own server: the offline metrics
         assert float(r["served"]) == pytest.approx(float(r["offline"]), abs=1e-12), r
+    printed = capsys.readouterr().out
+    for v in range(1, windows + 1):
+        assert f"version {v} serving at {serving['url']}" in printed
+    assert "equal on every window" in printed and f"(version {windows})" in printed
     # the server was stopped with the run: nothing listens on its address any more
     host, port = serving["url"].rsplit(":", 1)
     with pytest.raises(OSError):
