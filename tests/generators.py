@@ -5,6 +5,7 @@ seconds), computed from the generated values, not by parsing the file.
 """
 from __future__ import annotations
 
+import gzip
 import uuid
 from pathlib import Path
 
@@ -84,12 +85,18 @@ def write_rees46(path: Path, n: int = 1000, seed: int = 0) -> pd.DataFrame:
 
 
 def write_movielens(path: Path, ratings: pd.DataFrame, layout: str) -> pd.DataFrame:
-    """ratings (user_id, item_id, rating, timestamp) in 'u.data', 'ratings.dat' or 'ratings.csv'."""
+    """ratings (user_id, item_id, rating, timestamp) in 'u.data', 'ratings.dat' or 'ratings.csv';
+    gzipped when `path` ends with .gz."""
     cols = [ratings[c].astype(str) for c in ("user_id", "item_id", "rating", "timestamp")]
     if layout == "ratings.csv":  # 20M/25M write ratings like 3.5 and 4.0
         cols[2] = ratings["rating"].map("{:.1f}".format)
     sep, header = {"u.data": ("\t", ""), "ratings.dat": ("::", ""),
                    "ratings.csv": (",", "userId,movieId,rating,timestamp\n")}[layout]
     lines = cols[0] + sep + cols[1] + sep + cols[2] + sep + cols[3]
-    Path(path).write_text(header + "\n".join(lines) + "\n")
+    text = header + "\n".join(lines) + "\n"
+    if str(path).endswith(".gz"):
+        with gzip.open(path, "wt") as out:
+            out.write(text)
+    else:
+        Path(path).write_text(text)
     return ratings[["user_id", "item_id", "timestamp", "rating"]].reset_index(drop=True)
