@@ -1,5 +1,6 @@
 """The predefined-split recipe end to end: `seqrec preprocess` on generated RecBole benchmark
-files (its summary lists every reason), then one epoch of `seqrec train` on the output."""
+files (its summary lists every reason), one epoch of `seqrec train` on the output, then
+`seqrec export` of the model."""
 from __future__ import annotations
 
 import subprocess
@@ -17,7 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_predefined_recipe_end_to_end(tmp_path):
     """configs/recbole-predefined.yaml with its paths pointed at generated files: preprocess via
-    the CLI (its summary lists every reason), then one epoch of training on the output."""
+    the CLI (its summary lists every reason), one epoch of training on the output, and the
+    export into the recipe's <workdir>/model_repository: version 1 of the ensemble and both
+    members, one export (the same fingerprint), the recipe's top_k, the scorer as a program."""
+    from seqrec.client.contract import ENSEMBLE, FINGERPRINT_FILE, MODEL, PREPROCESS
+    from seqrec.model_repository.publish import read_config, versions
+    from seqrec.model_repository.scorer import SCORER_FILE
+
     write_sequence_benchmark(tmp_path / "raw", "Scientific",
                              random_sequences(120, 80, seed=9, max_len=12))
     recipe = yaml.safe_load((ROOT / "configs" / "recbole-predefined.yaml").read_text())
@@ -39,3 +46,20 @@ def test_predefined_recipe_end_to_end(tmp_path):
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert (tmp_path / "model").is_dir()
+    run = subprocess.run([sys.executable, "-m", "seqrec.cli", "export", "--config", str(path)],
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    repo = tmp_path / recipe["workdir"] / "model_repository"
+    assert run.stdout.startswith(f"model repository: {Path(recipe['workdir']) / 'model_repository'} (version 1)")
+    assert "fallback" not in run.stderr  # the scorer exported as a program
+    assert (repo / MODEL / "1" / SCORER_FILE).is_file()
+    assert versions(repo / ENSEMBLE) == versions(repo / PREPROCESS) == versions(repo / MODEL) == [1]
+    steps = {s.model_name: s.model_version for s in read_config(repo / ENSEMBLE).ensemble_scheduling.step}
+    assert steps == {PREPROCESS: 1, MODEL: 1}
+    for member in (PREPROCESS, MODEL):
+        assert list(read_config(repo / member).version_policy.specific.versions) == [1]
+    assert (repo / PREPROCESS / "1" / FINGERPRINT_FILE).read_text() == \
+        (repo / MODEL / "1" / FINGERPRINT_FILE).read_text()
+    parameters = read_config(repo / MODEL).parameters
+    assert parameters["top_k"].string_value == str(recipe["export"]["top_k"])
+    assert parameters["scorer"].string_value == SCORER_FILE
