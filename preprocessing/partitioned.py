@@ -11,6 +11,9 @@ every split partition in memory; small partitions (`PART_SIZE`) bound both.
 """
 from __future__ import annotations
 
+import ctypes
+import gc
+
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -161,12 +164,30 @@ def _shuffle_method() -> str:
         return "disk"
 
 
+def release_memory() -> None:
+    """Hand freed memory back to the OS. After a shuffle, glibc's heap and Arrow's pool keep
+    gigabytes of freed pages, to which the next stage would add its own."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: its allocator returns memory its own way
+        pass
+
+
 def read_grouped(folder: str | Path, key: str) -> pd.DataFrame:
     """The grouped parts of `group_partitioned` as one frame sorted by key, list columns
     Arrow-backed, as the in-memory engine's GroupSequences output."""
     table = pa.concat_tables(pq.read_table(p) for p in sorted(Path(folder).glob("*.parquet")))
-    table = table.take(np.argsort(table[key].to_numpy(), kind="stable"))
-    return table.to_pandas(types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
+    order = pa.array(np.argsort(table[key].to_numpy(), kind="stable"))
+    # sorted column by column, each unsorted column freed once its sorted copy exists: the peak
+    # is the data plus one column, not twice the data (a whole-table take)
+    names, columns = table.column_names, table.columns
+    del table
+    for i in range(len(columns)):
+        columns[i] = columns[i].take(order)
+    return pa.table(dict(zip(names, columns))).to_pandas(
+        types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_list(t) else None)
 
 
 def key_counts(dataset: Dataset, key: str) -> pd.Series:

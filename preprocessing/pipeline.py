@@ -19,7 +19,7 @@ from .interactions import InteractionError, validate_interactions
 from .arrays import LENGTH_COLUMN
 from .ops import sequences_table, write_sequences
 from .partitioned import (PART_SIZE, dask_cluster, group_partitioned, key_counts,
-                          read_grouped, read_interactions_partitioned)
+                          read_grouped, read_interactions_partitioned, release_memory)
 from .predefined import SPLITS, check_splits, exclude_unknowns, split_by_column
 from .readers import read_interactions as read_raw
 from .readers import ReaderConfig, reader_config
@@ -280,8 +280,10 @@ def _group_dask(workflow, dataset, config: ETLConfig, staging: Path) -> pd.DataF
     most history_cap items, so splitting them needs far less memory than the raw rows did."""
     parts = staging / "grouped"
     group_partitioned(workflow, dataset, parts, key=config.key, fit=False)
+    release_memory()
     grouped = read_grouped(parts, config.key)
     shutil.rmtree(parts)
+    release_memory()
     return grouped
 
 
@@ -348,10 +350,12 @@ def _write_predefined(workflow, frames: dict[str, pd.DataFrame], config: ETLConf
 
 def _write_splits(grouped: pd.DataFrame, config: ETLConfig, staging: Path):
     if config.split == "leave-last-out":
-        splits = leave_last_out(grouped, min_len=config.min_len)  # already filtered
-        for name, table in splits.items():
+        rows = {}
+        for name, table in leave_last_out(grouped, min_len=config.min_len):  # already filtered
             write_sequences(table, staging / f"{name}.parquet")
-        return {n: t.num_rows for n, t in splits.items()}, []
+            rows[name] = table.num_rows
+            del table  # before the next split is built
+        return rows, []
     windows = time_window_splits(
         grouped, TIME_COL, config.window_seconds, config.valid_fraction, config.test_fraction
     )

@@ -1,6 +1,8 @@
 """Leave-last-out splits of grouped user sequences, computed on whole list columns at once."""
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -19,25 +21,29 @@ def drop_last(lists: pa.ListArray, n: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), pa.array(values))
 
 
-def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> dict[str, pa.Table]:
-    """train = sequence minus its last two items, valid = minus the last, test = whole sequence.
+def leave_last_out(grouped: pd.DataFrame, min_len: int = 3) -> Iterator[tuple[str, pa.Table]]:
+    """(split, table) for train = sequence minus its last two items, valid = minus the last,
+    test = whole sequence, one split at a time: a caller that writes each before asking for the
+    next holds one split's copy at most (the data can be most of the memory there is).
 
     The target of valid/test is the LAST element of each list; everything before it is history.
     Sequences shorter than `min_len` (3: one train item, a valid and a test target) are dropped.
     """
     min_len = max(min_len, LEAVE_LAST_OUT_MIN_LEN)
-    table = sequences_table(grouped[grouped[LENGTH_COLUMN] >= min_len])
+    keep = grouped[LENGTH_COLUMN].to_numpy() >= min_len
+    table = sequences_table(grouped if keep.all() else grouped[keep])  # no copy when all are kept
     list_cols = [c for c in table.column_names if c.endswith(LIST_SUFFIX)]
-    splits = {}
     for name, n in (("train", 2), ("valid", 1), ("test", 0)):
+        if not n:
+            yield name, table
+            continue
         cols = {c: table[c] for c in table.column_names}
         for c in list_cols:
             cols[c] = drop_last(table[c].combine_chunks(), n)
         cols[LENGTH_COLUMN] = pa.array(
             (table[LENGTH_COLUMN].to_numpy() - n).astype(np.int32)
         )
-        splits[name] = pa.table(cols)
-    return splits
+        yield name, pa.table(cols)
 
 
 __all__ = ["drop_last", "leave_last_out"]
