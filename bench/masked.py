@@ -149,6 +149,12 @@ def experiments() -> dict[str, dict]:
             exps[f"ml-100k/electra-rtd/lr0.001-do0.1/rtd-lambda-{lam:g}-batch-{batch}"] = dict(
                 data="ml-100k", lr=1e-3, epochs=10, train={"batch_size": batch},
                 model={**SMALL, "backbone": "electra", "task": "rtd", "dropout": 0.1, "rtd_lambda": lam})
+    # RTD's generator is an MLM: the last item always masked (MLM's default) on top of lambda 1
+    for batch in (16, 64):
+        exps[f"ml-100k/electra-rtd/lr0.001-do0.1/rtd-lambda-1-mask-last-1.0-batch-{batch}"] = dict(
+            data="ml-100k", lr=1e-3, epochs=10, train={"batch_size": batch},
+            model={**SMALL, "backbone": "electra", "task": "rtd", "dropout": 0.1, "rtd_lambda": 1.0,
+                   "mask_last_prob": 1.0})
     # the causal reference on the same harness: how fast a next-item task learns here
     for data in ("ml-100k", "t4r"):
         exps[f"{data}/gpt2-clm/lr0.001-do0.1/reference"] = dict(

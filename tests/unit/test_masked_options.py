@@ -169,3 +169,11 @@ def test_trainer_epoch_takes_the_configured_or_default_batch(batch_size):
 def test_batch_size_is_checked():
     with pytest.raises(ValueError, match="batch_size 0"):
         TrainConfig(batch_size=0)
+
+
+@pytest.mark.parametrize("backbone, task, want", [
+    ("bert", "mlm", 1.0), ("electra", "rtd", 1.0), ("xlnet", "plm", 0.0), ("gpt2", "clm", 0.0)])
+def test_last_item_masking_defaults_per_task_and_an_explicit_value_wins(backbone, task, want):
+    """The tasks read at an appended mask (MLM, RTD) train with the last item masked."""
+    assert ModelConfig(num_items=10, backbone=backbone, task=task).mask_last_prob == want
+    assert ModelConfig(num_items=10, backbone=backbone, task=task, mask_last_prob=0.3).mask_last_prob == 0.3
