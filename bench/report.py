@@ -30,6 +30,10 @@ BLOCK = re.compile(r"(<!-- generated from bench/results/(?P<name>[\w.-]+)\.json 
                    re.S)
 
 
+
+def threads(n: int) -> str:
+    return f"{n} torch thread{'' if n == 1 else 's'}"
+
 def _int(v) -> str:
     return f"{int(round(v)):,}"
 
@@ -316,7 +320,7 @@ def recformer(d: dict) -> str:
     return _table(header, rows) + (
         f"\n{p['test_rows']:,} test rows ({d['results'][0]['cold']['rows']:,} with a cold target), "
         f"{p['held_out_items']:,} of {p['num_items'] - 3:,} items held out; {p['ranking']}.\n"
-        f"Speed on this run ({b['torch_threads']} torch threads): pretraining "
+        f"Speed on this run ({threads(b['torch_threads'])}): pretraining "
         f"{s['pretrain_tokens_per_s']:,.0f} tokens/s, fine-tuning {s['finetune_tokens_per_s']:,.0f} tokens/s, "
         f"item encoding {s['encode_items_per_s']:,.0f} items/s; re-encoding the catalogue took "
         f"{'-' if share is None else f'{100 * share:.0f}%'} of a stage-1 epoch. Recformer run: "
@@ -330,7 +334,7 @@ def recformer_serving(d: dict) -> str:
     e, m = d["item_encoding"], d["model"]
     return _table(["served", "requests", "p50 ms", "p99 ms", "requests/s"], rows) + (
         f"\nItem encoding (what `seqrec export` and `seqrec items add` run): {e['items_per_s']:,.0f} "
-        f"items/s ({e['items']:,} items, {e['torch_threads']} torch threads). Model: {m['recipe']}'s size "
+        f"items/s ({e['items']:,} items, {threads(e['torch_threads'])}). Model: {m['recipe']}'s size "
         f"({m['n_layers']} layers x {m['d_model']}, {m['max_tokens']} tokens of the {m['max_items']} most "
         f"recent items); {d['machine']['note']}.\n")
 
