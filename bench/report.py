@@ -374,7 +374,27 @@ def peers(d: dict) -> str:
                  f"patience {g['patience']}, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
                  f"window (history items) {g['max_len']}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
                  + "; ".join(d.get("not_run", [])) + ".")
+    parts.append(_time_caps(d["runs"]))
     return "\n".join(parts) + "\n"
+
+
+def _time_caps(runs: dict) -> str:
+    """The training time cap of each run, from its own recorded config (runs can be split across
+    invocations with different caps); Cornac's fit has no cap of its own."""
+    caps = {}
+    for dataset, libraries in runs.items():
+        for library, combos in libraries.items():
+            for combo, points in combos.items():
+                for point, run in points.items():
+                    cap = run.get("config", {}).get("max_seconds")
+                    if cap is not None and library != "cornac":
+                        caps.setdefault(cap, []).append(f"{library} {combo} on {dataset}")
+    if not caps:
+        return ""
+    usual = max(caps, key=lambda c: len(caps[c]))
+    others = "; ".join(f"{c:,.0f} s for {', '.join(sorted(w))}" for c, w in sorted(caps.items()) if c != usual)
+    return (f"Training time cap per run: {usual:,.0f} s" + (f" ({others})" if others else "")
+            + "; Cornac's `fit` takes no time cap and runs every epoch.")
 
 
 def peers_speed(d: dict) -> str:
