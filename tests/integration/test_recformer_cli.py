@@ -58,3 +58,41 @@ def test_tiny_recformer_learns_and_ranks_cold_items(tmp_path, capsys):
     assert test["cold"]["mrr"] > 1 / (metrics["num_items"] / 2), test  # above a random rank's MRR scale
     assert metrics["encode_items_per_s"] > 0 and metrics["pretrain_tokens_per_s"] > 0
     assert 0 < metrics["reencode_share"] < 1
+
+
+def test_recformer_reads_item_text_from_a_recbole_text_file(tmp_path):
+    """`items.path` to a RecBole `.text` file (`item_id:token text:token_seq`, the layout the
+    text-based models use), written here from the real ml-100k.item minus 40 items: the model
+    is trained on that text, and exactly the items the file leaves out have no tokens."""
+    import pandas as pd
+
+    from seqrec.preprocessing.datasets import movielens_100k_dir
+    from seqrec.preprocessing.token_pack import ItemTokens
+    from seqrec.preprocessing.workflow import item_vocabulary, load_workflow
+
+    items = pd.read_csv(movielens_100k_dir() / "ml-100k.item", sep="\t", quoting=3, dtype=str,
+                        keep_default_na=False)
+    items.columns = [c.split(":")[0] for c in items.columns]
+    left_out = set(items["item_id"].astype(int).to_numpy()[:40])
+    kept = items[~items["item_id"].astype(int).isin(left_out)]
+    text_file = tmp_path / "ml-100k.text"
+    text_file.write_text("item_id:token\ttext:token_seq\n" + "".join(
+        f"{i}\t{t} {g}\n" for i, t, g in zip(kept["item_id"], kept["movie_title"], kept["class"])))
+    recformer = dict(RECIPE["recformer"], items={"path": str(text_file), "attributes": {"text": "text"},
+                                                 "budget": 12},
+                     pretrain={"epochs": 1, "steps_per_epoch": 5, "batch_size": 32, "lr": 0.003},
+                     finetune={"variant": "training-only", "stage1_epochs": 1, "steps_per_epoch": 5,
+                               "batch_size": 32, "lr": 0.003})
+    recipe = dict(RECIPE, recformer=recformer, workdir=str(tmp_path / "w"))
+    path = tmp_path / "recformer-text.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    assert main(["preprocess", "--config", str(path)]) == 0
+    assert main(["train", "--config", str(path)]) == 0
+    out = tmp_path / "w" / "recformer"
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["items"]["path"] == str(text_file)
+    vocabulary = item_vocabulary(load_workflow(tmp_path / "w" / "data" / "workflow"))
+    has_tokens = ItemTokens.load(out).lengths > 0
+    real = vocabulary >= 0  # reserved ids have no item
+    assert (has_tokens == (real & ~np.isin(vocabulary, list(left_out)))).all()
+    assert metrics["test"]["all"]["rows"] == metrics["test_rows"] > 0
