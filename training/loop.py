@@ -205,10 +205,14 @@ class Trainer:
     def schedule(self, examples: "Examples", epochs: int, warmup_steps: int, decay: str) -> None:
         """A per-batch learning-rate schedule: linear warm-up over `warmup_steps`, then constant
         or a linear / cosine decay to 0 at the end of `epochs` epochs over `examples`."""
-        steps = -(-len(examples) // self.batch_for(examples))
-        total = epochs * min(steps, self.steps_per_epoch or steps)
+        total = epochs * self.epoch_steps(examples)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: lr_factor(step, warmup_steps, total, decay))
+
+    def epoch_steps(self, examples: "Examples") -> int:
+        """Optimizer steps in one epoch over `examples` (capped by steps_per_epoch)."""
+        steps = -(-len(examples) // self.batch_for(examples))
+        return min(steps, self.steps_per_epoch or steps)
 
     def batch_for(self, examples: "Examples") -> int:
         """The global batch an epoch over `examples` trains with."""

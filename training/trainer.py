@@ -36,6 +36,9 @@ class TrainConfig:
     warmup_steps: int = 0  # linear learning-rate warm-up over this many optimizer steps
     lr_decay: str = "none"  # after the warm-up: none (constant) | linear | cosine, to 0 at the last epoch
     patience: int = 5
+    # early stopping never ends a run before this many optimizer steps; None: the task's
+    # (masked tasks: MASKED_STALL_STEPS, they stall before they learn; causal tasks: 0)
+    min_steps: int | None = None
     seed: int = 42
     eval_batch_size: int = 256
     steps_per_epoch: int | None = None  # cap (CLM-last's prefix breakdown makes long epochs)
@@ -53,6 +56,8 @@ class TrainConfig:
             raise ValueError(f"lr_decay {self.lr_decay!r}: choose from {LR_DECAYS}")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size {self.batch_size} must be >= 1 (or unset for the default)")
+        if self.min_steps is not None and self.min_steps < 0:
+            raise ValueError(f"min_steps {self.min_steps} must be >= 0 (or unset for the task's)")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps {self.warmup_steps} must be >= 0")
         check_run_options(self.precision, self.device)
@@ -108,6 +113,11 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     model, device = trainer.model, trainer.device
     examples = trainer.units(rows["train"], side["train"])
     trainer.schedule(examples, cfg.epochs, cfg.warmup_steps, cfg.lr_decay)
+    min_steps = model.task.MIN_STEPS_BEFORE_STOPPING if cfg.min_steps is None else cfg.min_steps
+    epoch_steps = trainer.epoch_steps(examples)
+
+    def stop(epochs_done: int) -> bool:
+        return bad_epochs >= cfg.patience and epochs_done * epoch_steps >= min_steps
     best, best_epoch, losses, bad_epochs, history = -1.0, 0, [], 0, []
     out = Path(cfg.output_dir)
     if ctx.main:  # only rank 0 writes
@@ -128,7 +138,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress or not ctx.main,
                initial=first_epoch - 1, total=cfg.epochs)
     for epoch in bar:
-        if bad_epochs >= cfg.patience:  # a resumed run that had already stopped early
+        if stop(epoch - 1):  # a resumed run that had already stopped early
             break
         losses.append(trainer.epoch(examples))
         # the same metrics on every rank (rank 0's), so all ranks stop early together
@@ -146,7 +156,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         # The last epoch's full training state (not the best weights), so a run can resume.
         trainer.save_state(state_file, epoch=epoch, best=best, best_epoch=best_epoch, losses=losses,
                            bad_epochs=bad_epochs, valid_history=history)
-        if bad_epochs >= cfg.patience:
+        if stop(epoch):
             break
     log.close()
     from .checkpoint import load_checkpoint  # the best epoch, not the last

@@ -104,3 +104,25 @@ def test_tensorboard_logs_every_epoch(trained):
     np.testing.assert_allclose([v for _, v in scalars["valid/ndcg@10"]], trained.valid_history, rtol=1e-6)
     assert len(scalars["valid/seen_excluded/ndcg@10"]) == trained.epochs_run  # both policies logged
     assert all(v > 0 for _, v in scalars["train/lr"])
+
+
+@pytest.mark.parametrize("task, min_steps, epochs_run", [
+    ("clm", None, 2),  # causal: stops as soon as patience runs out
+    ("mlm", 15, 3),  # patience ran out at epoch 2, but only 10 of 15 steps were done
+    ("mlm", None, 6),  # a masked task's own minimum (MASKED_STALL_STEPS) is past 6 x 5 steps
+])
+def test_early_stopping_waits_for_a_masked_task_to_leave_its_stall(tmp_path, etl, task, min_steps, epochs_run):
+    """lr 0: validation never improves after epoch 1, so patience 1 runs out at epoch 2; the run
+    then stops only once min_steps optimizer steps (5 an epoch) are done."""
+    from seqrec.training.tasks.base import MASKED_STALL_STEPS
+    from seqrec.training.trainer import TrainConfig, train
+
+    assert MASKED_STALL_STEPS > 6 * 5
+    backbone = "gpt2" if task == "clm" else "bert"
+    cfg = TrainConfig(data_dir=etl.output_dir, output_dir=str(tmp_path), epochs=6, patience=1, lr=0.0,
+                      steps_per_epoch=5, batch_size=16, min_steps=min_steps, tensorboard=False,
+                      model={"backbone": backbone, "task": task, "d_model": 16, "n_layers": 1, "n_heads": 2})
+    result = train(cfg, progress=False)
+    assert result.epochs_run == epochs_run and result.best_epoch == 1
+    with pytest.raises(ValueError, match="min_steps -1 must be >= 0"):
+        TrainConfig(data_dir=etl.output_dir, min_steps=-1)

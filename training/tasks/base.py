@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 
 # In input tensors, MASK_ID marks a position fed with the learnable mask embedding (not an item).
 MASK_ID = -1
+# Masked tasks sit at the popularity level for a few hundred optimizer steps before they learn
+# (bench/peers on MovieLens-100k at batch 64, 38 steps an epoch: XLNet MLM flat for 4 epochs, best
+# at epoch 9; ELECTRA RTD rising from epoch 5): early stopping must not end a run inside that stall.
+MASKED_STALL_STEPS = 400
 
 
 class Task:
@@ -34,6 +38,9 @@ class Task:
     def build_modules(self, model: "SequenceRecommender") -> dict[str, nn.Module]:
         """Extra trainable parts (a discriminator head, a generator); saved with the model."""
         return {}
+
+    # Optimizer steps before early stopping may end a run (train.min_steps unset).
+    MIN_STEPS_BEFORE_STOPPING: ClassVar[int] = 0
 
     # Items a training window shares with the one before it: 1 for causal tasks, whose first
     # window item is an input only (so every later item is a target once); 0 for masked ones,
