@@ -30,9 +30,9 @@ BLOCK = re.compile(r"(<!-- generated from bench/results/(?P<name>[\w.-]+)\.json 
                    re.S)
 
 
-
 def threads(n: int) -> str:
     return f"{n} torch thread{'' if n == 1 else 's'}"
+
 
 def _int(v) -> str:
     return f"{int(round(v)):,}"
@@ -385,7 +385,7 @@ def _time_caps(runs: dict) -> str:
     for dataset, libraries in runs.items():
         for library, combos in libraries.items():
             for combo, points in combos.items():
-                for point, run in points.items():
+                for run in points.values():
                     cap = run.get("config", {}).get("max_seconds")
                     if cap is not None and library != "cornac":
                         caps.setdefault(cap, []).append(f"{library} {combo} on {dataset}")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Sequence

@@ -114,10 +114,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     examples = trainer.units(rows["train"], side["train"])
     trainer.schedule(examples, cfg.epochs, cfg.warmup_steps, cfg.lr_decay)
     min_steps = model.task.MIN_STEPS_BEFORE_STOPPING if cfg.min_steps is None else cfg.min_steps
-    epoch_steps = trainer.epoch_steps(examples)
-
-    def stop(epochs_done: int) -> bool:
-        return bad_epochs >= cfg.patience and epochs_done * epoch_steps >= min_steps
+    min_epochs = -(-min_steps // max(trainer.epoch_steps(examples), 1))  # before patience may stop it
     best, best_epoch, losses, bad_epochs, history = -1.0, 0, [], 0, []
     out = Path(cfg.output_dir)
     if ctx.main:  # only rank 0 writes
@@ -138,7 +135,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     bar = tqdm(range(first_epoch, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress or not ctx.main,
                initial=first_epoch - 1, total=cfg.epochs)
     for epoch in bar:
-        if stop(epoch - 1):  # a resumed run that had already stopped early
+        if bad_epochs >= cfg.patience and epoch - 1 >= min_epochs:  # a resumed run that had stopped
             break
         losses.append(trainer.epoch(examples))
         # the same metrics on every rank (rank 0's), so all ranks stop early together
@@ -156,7 +153,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
         # The last epoch's full training state (not the best weights), so a run can resume.
         trainer.save_state(state_file, epoch=epoch, best=best, best_epoch=best_epoch, losses=losses,
                            bad_epochs=bad_epochs, valid_history=history)
-        if stop(epoch):
+        if bad_epochs >= cfg.patience and epoch >= min_epochs:
             break
     log.close()
     from .checkpoint import load_checkpoint  # the best epoch, not the last
