@@ -182,3 +182,30 @@ def test_read_key_env_then_file(tmp_path, monkeypatch):
     monkeypatch.delenv(KEY_ENV)
     with pytest.raises(ModelControlError, match="does not exist"):
         read_key(tmp_path / "nope")
+
+
+def test_a_call_answered_at_once_never_builds_the_retry_loop(monkeypatch):
+    """The happy path is bare (tenacity's loop costs tens of microseconds per call); a retryable
+    failure still hands over to tenacity, which then answers."""
+    import asyncio
+
+    import tenacity
+
+    built = []
+    for kind in ("Retrying", "AsyncRetrying"):
+        real = getattr(tenacity, kind)
+        monkeypatch.setattr(tenacity, kind, lambda *a, _real=real, **kw: built.append(1) or _real(*a, **kw))
+    r = Retrying(RetryPolicy(deadline_s=5, initial_backoff_s=0.01))
+
+    async def answer(timeout):
+        return "async"
+    assert r.call(lambda timeout: "sync") == "sync" and asyncio.run(r.acall(answer)) == "async"
+    assert built == []
+    n = []
+
+    def once_down(timeout):
+        n.append(1)
+        if len(n) == 1:
+            raise err("StatusCode.INTERNAL", "Stub process 'm_0_0' is not healthy.")
+        return "after"
+    assert r.call(once_down) == "after" and len(n) == 2 and built == [1]
