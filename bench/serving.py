@@ -194,6 +194,7 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
     from seqrec.model_repository.export import versions
     from seqrec.model_repository.lookup import ItemLookup
     from seqrec.model_repository.runtime import Preprocessor, Ranker
+    from seqrec.model_repository.safe_program import CompiledProgram
 
     torch.set_num_threads(1)
     here = repo / C.MODEL / str(versions(repo / C.MODEL)[-1])  # the version served
@@ -227,7 +228,7 @@ def profile(repo: Path, requests, rows=(1, 16)) -> dict:
                 "ranker_gather": us(lambda: ranker.gather([step]))}
         with torch.inference_mode():
             for name, load in (("scorer_program", lambda p: torch.export.load(p).module()),
-                               ("scorer_compiled", torch._inductor.aoti_load_package)):
+                               ("scorer_compiled", CompiledProgram)):
                 path = here / ("scorer.pt2" if name == "scorer_program" else "scorer_compiled.pt2")
                 if path.is_file():
                     scorer = load(str(path))

@@ -22,6 +22,8 @@ import torch
 from seqrec.client.contract import MAX_EXCLUDED_PER_ROW, MAX_ITEM_IDS_PER_ROW
 from seqrec.training.scoring import Scorer, depth_tensor, scorer_inputs, width_tensor
 
+from .safe_program import CompiledProgram
+
 SCORER_FILE = "scorer.pt2"
 # The same program compiled ahead of time by AOTInductor (C++ kernels, no Python per operator):
 # what makes a small model's step cheap on CPU. Built with the C++ compiler at export time for
@@ -105,7 +107,7 @@ def export_scorer(model, histories: Sequence[np.ndarray], folder: Path, exclude_
                 path = torch._inductor.aoti_compile_and_package(
                     program, package_path=str(Path(folder) / COMPILED_FILE),
                     inductor_configs={"freezing": True})
-                compiled = torch._inductor.aoti_load_package(path)
+                compiled = CompiledProgram(path)  # as the model step calls it
                 with torch.no_grad():
                     same = all(_same(compiled(i, e, depth_tensor(k), s, width_tensor(i, scorer.keep)), want)
                                for (i, e, s), want in zip(checks, wants))

@@ -2,7 +2,8 @@
 dynamic batch. Glue only: model/runtime.py (copied beside this file) gathers the batch and maps
 the answers back; the ranking itself is the scorer (seqrec.training.scoring), run as scorer.pt2
 (its torch.export program, checked by `seqrec export`: torch alone), scorer_compiled.pt2 (the
-same program compiled by AOTInductor, with `compile_scorer`) or, for an export made with
+same program compiled by AOTInductor, with `compile_scorer`; called through safe_program's
+CompiledProgram) or, for an export made with
 `allow_fallback`, eagerly from the installed seqrec.training. A two-stage export's program is the
 retrieval + ranking module (seqrec.training.ranker.two_stage), which also answers ranker_scores.
 A text model (Recformer: scorer `recformer`) runs training/recformer/serving.py's scorer from the
@@ -20,7 +21,7 @@ import triton_python_backend_utils as pb_utils
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from contract import FINGERPRINT_FILE, TEXT_KEYS, fingerprint_value  # noqa: E402  (the copies beside this file)
 from runtime import Ranker  # noqa: E402
-from safe_program import load_program  # noqa: E402
+from safe_program import CompiledProgram, load_program  # noqa: E402
 
 
 class TritonPythonModel:
@@ -66,7 +67,7 @@ class TritonPythonModel:
             path = here / params.get("scorer", "scorer.pt2")
             try:
                 if path.name == "scorer_compiled.pt2":  # AOTInductor: C++ kernels for this CPU
-                    self.scorer = torch._inductor.aoti_load_package(str(path))
+                    self.scorer = CompiledProgram(path)
                 else:
                     self.scorer = load_program(path).module().to(self.device)
             except Exception as err:  # a truncated or foreign file: say which one
