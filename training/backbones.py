@@ -35,6 +35,8 @@ from transformers import (
 )
 from transformers.activations import NewGELUActivation
 
+from .dropout import fast_dropout
+
 if TYPE_CHECKING:
     from .model import ModelConfig
 
@@ -128,8 +130,8 @@ def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module
     """A randomly initialised HF model from the config; `hf_overrides` reach the HF config, and
     `pretrained` (a local folder, never downloaded) loads weights with from_pretrained instead."""
     if cfg.pretrained and n_layers is None:
-        return fused_activations(load_pretrained(cfg))
-    return fused_activations(BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers)))
+        return fast_dropout(fused_activations(load_pretrained(cfg)))
+    return fast_dropout(fused_activations(BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers))))
 
 
 class TanhGELU(nn.Module):
