@@ -8,7 +8,12 @@ tuning grid and budget, one evaluation (bench/peers/protocol.py), one table.
 Each library runs each combo it supports at every grid point in its own process (its own
 virtualenv for the peers); the grid point kept per library x combo is the best on validation
 NDCG@10 (seen items kept), and test is read only for that point. Results merge into
-bench/results/peers.json keyed by dataset / library / combo / grid point, so runs can be split.
+bench/results/peers.json keyed by dataset / library / combo / grid point, so runs can be split:
+each run is merged into the file as it stands when the run ends (two compare.py processes do not
+overwrite each other's results), and a runner's own output can be merged afterwards:
+
+    python bench/peers/run_cornac.py --splits S --combo C --lr L --dropout D ... --out run.json
+    python bench/peers/compare.py --merge run.json --datasets ml-100k --libraries cornac
 """
 from __future__ import annotations
 
@@ -92,6 +97,26 @@ def best_points(runs: dict) -> dict:
     return out
 
 
+def record(dataset: str, library: str, result: dict, meta: dict | None = None) -> dict:
+    """Merge one run (a runner's output: its config names the combo and grid point) into
+    peers.json as the file stands now, recompute the best points, write it whole (a temporary
+    file renamed over it) and redraw the figure. meta: the grid and machine of a compare.py run."""
+    cfg = result.get("config") or {}
+    if not {"combo", "lr", "dropout"} <= set(cfg):
+        raise SystemExit("a run to merge needs its config (combo, lr, dropout): not a runner's output")
+    combo, key = cfg["combo"], grid_key(float(cfg["lr"]), float(cfg["dropout"]))
+    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
+    report["runs"].setdefault(dataset, {}).setdefault(library, {}).setdefault(combo, {})[key] = result
+    report["best"] = best_points(report["runs"])
+    report["not_run"] = [f"{lib} {c}: {why}" for (lib, c), why in WHY_NOT.items()]
+    report.update(meta or {})
+    tmp = RESULTS.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(report, indent=1))
+    tmp.replace(RESULTS)
+    plot(report, FIGURE)
+    return report
+
+
 def plot(report: dict, path: Path = FIGURE) -> None:
     """Test NDCG@10 (seen kept) per dataset: a group of bars per combo, one bar per library."""
     import matplotlib
@@ -132,11 +157,21 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--splits-dir", default=str(Path(tempfile.gettempdir()) / "seqrec-peers-splits"))
     p.add_argument("--plot-only", action="store_true", help="redraw the figure from the JSON")
+    p.add_argument("--merge", metavar="RUN_JSON",
+                   help="merge a runner's output (run_*.py --out) into peers.json and stop")
     args = p.parse_args()
 
-    report = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
     if args.plot_only:
-        return plot(report)
+        return plot(json.loads(RESULTS.read_text()))
+    if args.merge:
+        if len(args.datasets) != 1 or len(args.libraries) != 1:
+            raise SystemExit("--merge needs exactly one --datasets and one --libraries (the run's)")
+        result = json.loads(Path(args.merge).read_text())
+        report = record(args.datasets[0], args.libraries[0], result)
+        point = report["runs"][args.datasets[0]][args.libraries[0]][result["config"]["combo"]]
+        print(f"merged {args.merge}: {len(point)} grid point(s) of {result['config']['combo']} "
+              f"({args.datasets[0]}, {args.libraries[0]})")
+        return None
     for dataset in args.datasets:
         splits = build(dataset, Path(args.splits_dir))
         for combo in args.combos:
@@ -146,21 +181,17 @@ def main() -> None:
                 for lr in args.lr:
                     for dropout in args.dropout:
                         result = run_one(library, combo, splits, lr, dropout, args)
-                        report["runs"].setdefault(dataset, {}).setdefault(library, {}).setdefault(
-                            combo, {})[grid_key(lr, dropout)] = result
+                        result.setdefault("config", {}).update(combo=combo, lr=lr, dropout=dropout)
                         shown = result.get("valid", {}).get("kept", {}).get("ndcg@10", float("nan"))
                         print(f"{dataset:8} {library:17} {combo:14} {grid_key(lr, dropout):14} "
                               f"valid ndcg@10 {shown:.4f}  {result.get('error', '')}", flush=True)
-                        report["best"] = best_points(report["runs"])
-                        report["not_run"] = [f"{lib} {c}: {why}" for (lib, c), why in WHY_NOT.items()]
-                        report["grid"] = {"lr": args.lr, "dropout": args.dropout, "epochs": args.epochs,
-                                          "patience": args.patience, "max_seconds": args.max_seconds,
-                                          "d_model": 64, "layers": 2, "heads": 2, "max_len": WINDOWS,
-                                          "batch_size": 64, "threads": args.threads}
-                        report["machine"] = {"cpus": os.cpu_count(), "platform": platform.platform(),
-                                             "load_average": list(os.getloadavg())}
-                        RESULTS.write_text(json.dumps(report, indent=1))  # after every run: a stop keeps it
-                        plot(report)
+                        record(dataset, library, result, meta={
+                            "grid": {"lr": args.lr, "dropout": args.dropout, "epochs": args.epochs,
+                                     "patience": args.patience, "max_seconds": args.max_seconds,
+                                     "d_model": 64, "layers": 2, "heads": 2, "max_len": WINDOWS,
+                                     "batch_size": 64, "threads": args.threads},
+                            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                                        "load_average": list(os.getloadavg())}})  # after every run
 
 
 if __name__ == "__main__":
