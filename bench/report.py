@@ -378,23 +378,31 @@ def peers(d: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _time_caps(runs: dict) -> str:
-    """The training time cap of each run, from its own recorded config (runs can be split across
-    invocations with different caps); Cornac's fit has no cap of its own."""
-    caps = {}
+def _by_run(runs: dict, key: str, unit: str = "") -> str:
+    """One setting of every run but Cornac's (whose fit has neither cap nor patience), from each
+    run's own recorded config (runs can be split across invocations): the usual value, then the
+    runs that differ; "" when no run records it."""
+    values = {}
     for dataset, libraries in runs.items():
         for library, combos in libraries.items():
             for combo, points in combos.items():
                 for run in points.values():
-                    cap = run.get("config", {}).get("max_seconds")
-                    if cap is not None and library != "cornac":
-                        caps.setdefault(cap, []).append(f"{library} {combo} on {dataset}")
-    if not caps:
+                    value = run.get("config", {}).get(key)
+                    if value is not None and library != "cornac":
+                        values.setdefault(value, []).append(f"{library} {combo} on {dataset}")
+    if not values:
         return ""
-    usual = max(caps, key=lambda c: len(caps[c]))
-    others = "; ".join(f"{c:,.0f} s for {', '.join(sorted(w))}" for c, w in sorted(caps.items()) if c != usual)
-    return (f"Training time cap per run: {usual:,.0f} s" + (f" ({others})" if others else "")
-            + "; Cornac's `fit` takes no time cap and runs every epoch.")
+    usual = max(values, key=lambda v: len(values[v]))
+    others = "; ".join(f"{v:,.0f}{unit} for {', '.join(sorted(w))}" for v, w in sorted(values.items())
+                       if v != usual)
+    return f"{usual:,.0f}{unit}" + (f" ({others})" if others else "")
+
+
+def _time_caps(runs: dict) -> str:
+    """The training time cap and the patience of the runs (Cornac's fit runs every epoch)."""
+    caps, patience = _by_run(runs, "max_seconds", " s"), _by_run(runs, "patience")
+    parts = ([f"Training time cap per run: {caps}"] if caps else []) + ([f"patience {patience}"] if patience else [])
+    return "; ".join(parts + ["Cornac's `fit` takes no time cap and runs every epoch."]) if parts else ""
 
 
 def peers_speed(d: dict) -> str:
