@@ -72,6 +72,8 @@ def cmd_train_recformer(args) -> None:
 
 
 def cmd_incremental(args) -> None:
+    from seqrec.training.incremental import SHORT
+
     cfg = _config(args, "incremental", data_dir=args.data_dir, output_dir=args.output_dir)
     if args.serve:
         from seqrec.model_repository.continuous import REPORT_CSV, serve_incremental
@@ -96,8 +98,6 @@ def cmd_incremental(args) -> None:
     print(f"{'average':37s}{avg['model']['ndcg@10']:9.4f}{avg['model']['recall@10']:10.4f}"
           f"{avg['popularity']['ndcg@10']:12.4f}"
           + (f"{report['served_average']['ndcg@10']:15.4f}" if served else ""))
-    from seqrec.training.incremental import SHORT
-
     for window, counts in report["dropped"].items():
         for reason, count in counts.items():
             if count:

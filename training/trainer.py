@@ -113,7 +113,7 @@ def _train(cfg: TrainConfig, progress: bool, ctx: distributed.Context) -> TrainR
     model, device = trainer.model, trainer.device
     examples = trainer.units(rows["train"], side["train"])
     trainer.schedule(examples, cfg.epochs, cfg.warmup_steps, cfg.lr_decay)
-    min_steps = model.task.MIN_STEPS_BEFORE_STOPPING if cfg.min_steps is None else cfg.min_steps
+    min_steps = model.task.min_steps_before_stopping if cfg.min_steps is None else cfg.min_steps
     min_epochs = -(-min_steps // max(trainer.epoch_steps(examples), 1))  # before patience may stop it
     best, best_epoch, losses, bad_epochs, history = -1.0, 0, [], 0, []
     out = Path(cfg.output_dir)

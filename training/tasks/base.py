@@ -39,8 +39,11 @@ class Task:
         """Extra trainable parts (a discriminator head, a generator); saved with the model."""
         return {}
 
-    # Optimizer steps before early stopping may end a run (train.min_steps unset).
-    MIN_STEPS_BEFORE_STOPPING: ClassVar[int] = 0
+    @property
+    def min_steps_before_stopping(self) -> int:
+        """Optimizer steps before early stopping may end a run (train.min_steps unset): the
+        masked tasks' stall (every task read at an appended mask is one), 0 for the causal ones."""
+        return MASKED_STALL_STEPS if self.uses_mask_token else 0
 
     # Items a training window shares with the one before it: 1 for causal tasks, whose first
     # window item is an input only (so every later item is a target once); 0 for masked ones,

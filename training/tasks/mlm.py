@@ -3,14 +3,13 @@ both sides. At inference a mask is appended after the history (see Task.uses_mas
 from __future__ import annotations
 
 from ..backbones import BIDIRECTIONAL
-from .base import MASK_ID, MASKED_STALL_STEPS, Task, bernoulli_mask, mask_last
+from .base import MASK_ID, Task, bernoulli_mask, mask_last
 
 
 class MLM(Task):
     name = "mlm"
     ATTENTION = (BIDIRECTIONAL,)
     uses_mask_token = True
-    MIN_STEPS_BEFORE_STOPPING = MASKED_STALL_STEPS
     # The last item is always a target too: training then holds what inference asks (a mask
     # after the history, nothing to its right); short sessions gain on validation.
     DEFAULTS = {"mask_last_prob": 1.0}

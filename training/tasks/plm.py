@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import PERMUTATION
-from .base import MASK_ID, MASKED_STALL_STEPS, Task, ensure_one, mask_last
+from .base import MASK_ID, Task, ensure_one, mask_last
 
 
 def span_mask(items: torch.Tensor, prob: float, max_span: int) -> torch.Tensor:
@@ -51,7 +51,6 @@ class PLM(Task):
     name = "plm"
     ATTENTION = (PERMUTATION,)
     uses_mask_token = True
-    MIN_STEPS_BEFORE_STOPPING = MASKED_STALL_STEPS
 
     def loss(self, model, items, features=None):
         masked = mask_last(span_mask(items, self.cfg.plm_probability, self.cfg.plm_max_span), items,

@@ -12,7 +12,7 @@ from torch import nn
 from seqrec.preprocessing.arrays import PAD_ID
 
 from ..backbones import BIDIRECTIONAL, build_backbone
-from .base import MASK_ID, MASKED_STALL_STEPS, Task, bernoulli_mask, mask_last
+from .base import MASK_ID, Task, bernoulli_mask, mask_last
 
 GENERATORS = ("tied", "separate")
 
@@ -21,7 +21,6 @@ class RTD(Task):
     name = "rtd"
     ATTENTION = (BIDIRECTIONAL,)
     uses_mask_token = True  # the main model recommends as an MLM
-    MIN_STEPS_BEFORE_STOPPING = MASKED_STALL_STEPS
     # as MLM: the generator's masks include the last item, as the appended mask at inference
     # (bench/masked.py, MovieLens-100k: 0.0444 -> 0.0541 at batch 16, 0.0287 -> 0.0319 at 64)
     DEFAULTS = {"mask_last_prob": 1.0}
