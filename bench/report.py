@@ -370,8 +370,14 @@ def peers(d: dict) -> str:
              "test MRR", "NDCG@10 seen excluded", "Recall@10 seen excluded", "epochs", "s/epoch"],
             rows) + line)
     g = d["grid"]
-    parts.append(f"Grid (every library): lr {g['lr']}, dropout {g['dropout']}, up to {g['epochs']} epochs, "
-                 f"patience {g['patience']}, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
+    shown = []
+    for dataset, libraries in d["runs"].items():
+        runs = [set(points) for combos in libraries.values() for points in combos.values()]
+        keys = sorted(set().union(*runs))
+        whole = all(r == set(keys) for r in runs)
+        shown.append(f"{dataset} {', '.join(keys)}" + ("" if whole else " (not every library x combo at each)"))
+    parts.append("Grid points run: " + "; ".join(shown) + ".")
+    parts.append(f"Every library: up to {g['epochs']} epochs, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
                  f"window (history items) {g['max_len']}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
                  + "; ".join(d.get("not_run", [])) + ".")
     parts.append(_time_caps(d["runs"]))

@@ -109,7 +109,11 @@ def record(dataset: str, library: str, result: dict, meta: dict | None = None) -
     report["runs"].setdefault(dataset, {}).setdefault(library, {}).setdefault(combo, {})[key] = result
     report["best"] = best_points(report["runs"])
     report["not_run"] = [f"{lib} {c}: {why}" for (lib, c), why in WHY_NOT.items()]
-    report.update(meta or {})
+    meta = dict(meta or {})
+    if "grid" in meta and "grid" in report:  # the grid is what every run so far has covered
+        meta["grid"] = {**meta["grid"], **{axis: sorted(set(report["grid"].get(axis, [])) | set(meta["grid"][axis]))
+                                           for axis in ("lr", "dropout")}}
+    report.update(meta)
     tmp = RESULTS.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(report, indent=1))
     tmp.replace(RESULTS)

@@ -53,3 +53,11 @@ def test_merge_from_the_command_line_and_a_file_that_is_not_a_run(results, tmp_p
     monkeypatch.setattr(sys, "argv", ["compare.py", "--merge", str(out)])
     with pytest.raises(SystemExit, match="exactly one"):
         compare.main()
+
+
+def test_the_recorded_grid_is_every_point_run_so_far(results):
+    grid = {"lr": [1e-3], "dropout": [0.1], "epochs": 15}
+    compare.record("t4r", "seqrec", run("gpt2-clm", 1e-3, 0.1, 0.1), meta={"grid": grid})
+    report = compare.record("t4r", "seqrec", run("gpt2-clm", 3e-3, 0.2, 0.1),
+                            meta={"grid": {**grid, "lr": [3e-3], "dropout": [0.1, 0.3]}})
+    assert report["grid"]["lr"] == [1e-3, 3e-3] and report["grid"]["dropout"] == [0.1, 0.3]
