@@ -380,7 +380,7 @@ def peers(d: dict) -> str:
     parts.append(f"Every library: up to {g['epochs']} epochs, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
                  f"window (history items) {g['max_len']}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
                  + "; ".join(d.get("not_run", [])) + ".")
-    parts.append(_time_caps(d["runs"]))
+    parts.append(_run_settings(d["runs"]))
     return "\n".join(parts) + "\n"
 
 
@@ -404,7 +404,7 @@ def _by_run(runs: dict, key: str, unit: str = "") -> str:
     return f"{usual:,.0f}{unit}" + (f" ({others})" if others else "")
 
 
-def _time_caps(runs: dict) -> str:
+def _run_settings(runs: dict) -> str:
     """The training time cap and the patience of the runs (Cornac's fit runs every epoch)."""
     caps, patience = _by_run(runs, "max_seconds", " s"), _by_run(runs, "patience")
     parts = ([f"Training time cap per run: {caps}"] if caps else []) + ([f"patience {patience}"] if patience else [])

@@ -35,7 +35,7 @@ from transformers import (
 )
 from transformers.activations import NewGELUActivation
 
-from .dropout import fast_dropout
+from .dropout import FastDropout
 
 if TYPE_CHECKING:
     from .model import ModelConfig
@@ -130,8 +130,8 @@ def build_backbone(cfg: "ModelConfig", n_layers: int | None = None) -> nn.Module
     """A randomly initialised HF model from the config; `hf_overrides` reach the HF config, and
     `pretrained` (a local folder, never downloaded) loads weights with from_pretrained instead."""
     if cfg.pretrained and n_layers is None:
-        return fast_dropout(fused_activations(load_pretrained(cfg)))
-    return fast_dropout(fused_activations(BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers))))
+        return fast_modules(load_pretrained(cfg))
+    return fast_modules(BACKBONES[cfg.backbone][1](hf_config(cfg, n_layers)))
 
 
 class TanhGELU(nn.Module):
@@ -147,14 +147,18 @@ class TanhGELU(nn.Module):
         return x * torch.sigmoid(1.5957691216057308 * (x + 0.044715 * x * x * x))
 
 
-def fused_activations(model: nn.Module) -> nn.Module:
-    """GPT-2's default activation ("gelu_new") is the tanh GELU written as five Python-level ops
-    (each a pass over the MLP's activations, forward and backward); TanhGELU computes the same
-    function (equal to ~1e-6). Swapped in place: no parameters, same HF config."""
+def fast_modules(model: nn.Module) -> nn.Module:
+    """Swapped in place, same HF config and no parameters involved:
+    - GPT-2's default activation ("gelu_new"), the tanh GELU written as five Python-level ops
+      (each a pass over the MLP's activations, forward and backward) -> TanhGELU, the same
+      function (equal to ~1e-6);
+    - every nn.Dropout -> FastDropout of the same p (training/dropout.py: a cheaper CPU mask)."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, NewGELUActivation):
                 setattr(module, name, TanhGELU())
+            elif type(child) is nn.Dropout:
+                setattr(module, name, FastDropout(child.p))
     return model
 
 

@@ -1,4 +1,5 @@
-"""Dropout with a cheaper random mask on CPU, swapped into the Hugging Face backbones.
+"""Dropout with a cheaper random mask on CPU, swapped into the Hugging Face backbones
+(backbones.fast_modules).
 
 torch's CPU dropout draws one Mersenne-Twister number per element (`bernoulli_`); on the
 Transformers4Rec reference setting (XLNet MLM, d_model 64, batch 256 x 20) that was about a third
@@ -44,11 +45,3 @@ class FastDropout(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
-
-def fast_dropout(model: nn.Module) -> nn.Module:
-    """Every nn.Dropout of `model` replaced in place by FastDropout of the same p."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if type(child) is nn.Dropout:
-                setattr(module, name, FastDropout(child.p))
-    return model
