@@ -377,10 +377,25 @@ def peers(d: dict) -> str:
         whole = all(r == set(keys) for r in runs)
         shown.append(f"{dataset} {', '.join(keys)}" + ("" if whole else " (not every library x combo at each)"))
     parts.append("Grid points run: " + "; ".join(shown) + ".")
-    parts.append(f"Every library: up to {g['epochs']} epochs, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
-                 f"window (history items) {g['max_len']}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
+    incremental = {ds for ds, libraries in d["runs"].items()
+                   if any("windows" in run for combos in libraries.values() for points in combos.values()
+                          for run in points.values())}
+    windows = {len(run["windows"]) for ds in incremental for combos in d["runs"][ds].values()
+               for points in combos.values() for run in points.values() if "windows" in run}
+    max_len = {k: v for k, v in g["max_len"].items() if k not in incremental}
+    parts.append(f"{' and '.join(max_len)}, every library: up to {g['epochs']} epochs, d_model {g['d_model']}, {g['layers']} layers, {g['heads']} heads, "
+                 f"window (history items) {max_len}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
                  + "; ".join(d.get("not_run", [])) + ".")
-    parts.append(_run_settings(d["runs"]))
+    parts.append(_run_settings({k: v for k, v in d["runs"].items() if k not in incremental}))
+    for ds in sorted(incremental & set(d.get("daily_grid", {}) and d["runs"])):
+        dg = d["daily_grid"]
+        parts.append(f"\n{ds}: the incremental protocol, train on day t and evaluate on day t+1 (valid and test "
+                     f"are means over the {'/'.join(map(str, sorted(windows)))} evaluated days), {dg['epochs']} "
+                     f"epoch(s) per day, no early stopping (the next day is the future), window {dg['max_len'][ds]}, "
+                     f"batch {dg['batch_size']}, {dg['threads']} thread(s). seqrec trains through `seqrec incremental`'s "
+                     "loop and Transformers4Rec's model goes on training day after day; Cornac's TransformerRec has "
+                     "no incremental fit, so it is refit from scratch on all days so far after each day (s/epoch: "
+                     "its refit's time per epoch, over ever more days).")
     return "\n".join(parts) + "\n"
 
 

@@ -2,8 +2,9 @@
 tuning grid and budget, one evaluation (bench/peers/protocol.py), one table.
 
     bench/peers/setup_envs.sh                     # the peers' virtualenvs, once
-    python bench/peers/compare.py [--datasets ml-100k t4r] [--libraries ...] [--combos ...]
+    python bench/peers/compare.py [--datasets ml-100k t4r daily] [--libraries ...] [--combos ...]
                                   [--lr 1e-3 3e-3] [--dropout 0.1] [--epochs 20] [--patience 3]
+                                  [--epochs-per-day 1]    # the daily dataset: train day t, test t+1
 
 Each library runs each combo it supports at every grid point in its own process (its own
 virtualenv for the peers); the grid point kept per library x combo is the best on validation
@@ -54,6 +55,7 @@ WHY_NOT = {
     ("transformers4rec", "llama-clm"): "no Llama backbone in Transformers4Rec 23.12",
     ("cornac", "llama-clm"): "TransformerRec has bert / gpt2 / xlnet / electra backbones only",
 }
+INCREMENTAL = {"daily"}  # datasets of daily windows: train on day t, evaluate on day t+1 (epochs = per day)
 COMBOS = ["gpt2-clm", "gpt2-clm-last", "bert-mlm", "xlnet-plm", "electra-rtd"]
 
 
@@ -68,7 +70,8 @@ def run_one(library: str, combo: str, splits: Path, lr: float, dropout: float, a
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "result.json"
         cmd = [str(python), str(script), "--splits", str(splits), "--combo", combo, "--lr", str(lr),
-               "--dropout", str(dropout), "--epochs", str(args.epochs), "--patience", str(args.patience),
+               "--dropout", str(dropout),
+               "--epochs", str(args.epochs_per_day if splits.stem in INCREMENTAL else args.epochs), "--patience", str(args.patience),
                "--max-seconds", str(args.max_seconds), "--max-len", str(WINDOWS[splits.stem]), "--threads", str(args.threads), "--out", str(out)]
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
@@ -156,6 +159,7 @@ def main() -> None:
     p.add_argument("--lr", nargs="+", type=float, default=[1e-3, 3e-3])
     p.add_argument("--dropout", nargs="+", type=float, default=[0.1])
     p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--epochs-per-day", type=int, default=1, help="daily windows: epochs on each day")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=240.0, help="training wall-clock cap per run")
     p.add_argument("--threads", type=int, default=1)
@@ -189,8 +193,10 @@ def main() -> None:
                         shown = result.get("valid", {}).get("kept", {}).get("ndcg@10", float("nan"))
                         print(f"{dataset:8} {library:17} {combo:14} {grid_key(lr, dropout):14} "
                               f"valid ndcg@10 {shown:.4f}  {result.get('error', '')}", flush=True)
+                        grid_name = "daily_grid" if dataset in INCREMENTAL else "grid"  # its own budget
                         record(dataset, library, result, meta={
-                            "grid": {"lr": args.lr, "dropout": args.dropout, "epochs": args.epochs,
+                            grid_name: {"lr": args.lr, "dropout": args.dropout,
+                                        "epochs": args.epochs_per_day if dataset in INCREMENTAL else args.epochs,
                                      "patience": args.patience, "max_seconds": args.max_seconds,
                                      "d_model": 64, "layers": 2, "heads": 2, "max_len": WINDOWS,
                                      "batch_size": 64, "threads": args.threads},

@@ -10,7 +10,10 @@ by the same code on the same rows.
 - rank: the number of candidates scored at least as high as the target, the target itself not
   counted (ties count against the target), over the full candidate set;
 - both seen-item policies in one pass: `kept` ranks every candidate, `excluded` removes the
-  history's items from the candidates (the target stays a candidate).
+  history's items from the candidates (the target stays a candidate);
+- daily windows (`Windows`, the incremental protocol of the Transformers4Rec paper): train on all of
+  day t, evaluate on day t+1's valid and test sessions (never trained on yet), go on to day t+1;
+  candidates are the items of days <= t; valid and test are averaged over the evaluated days.
 """
 from __future__ import annotations
 
@@ -76,6 +79,58 @@ class Splits:
         mask = np.zeros(self.num_items, dtype=bool)
         mask[self.train.values] = True
         return mask
+
+
+def concat_rows(parts: list[Rows]) -> Rows:
+    lengths = np.concatenate([p.lengths for p in parts])
+    return Rows(np.concatenate([p.values for p in parts]), np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+@dataclass
+class Windows:
+    """Sessions by day (each day's train / valid / test shares, as the ETL split them)."""
+
+    days: list[dict[str, Rows]]
+    day_names: list[str]
+    num_items: int
+    first_item: int
+    name: str
+
+    def whole(self, t: int) -> Rows:
+        """All of day t's sessions: what is trained on once day t is over."""
+        return concat_rows([self.days[t][s] for s in ("train", "valid", "test")])
+
+    def at(self, t: int) -> Splits:
+        """Evaluation after training on day t: candidates from days <= t, day t+1's rows."""
+        seen = concat_rows([self.whole(d) for d in range(t + 1)])
+        return Splits(train=seen, valid=self.days[t + 1]["valid"], test=self.days[t + 1]["test"],
+                      num_items=self.num_items, first_item=self.first_item, name=f"{self.name}/{self.day_names[t + 1]}")
+
+
+def save_windows(path: Path, windows: Windows) -> None:
+    arrays = {f"day{d}_{s}_{part}": getattr(day[s], part)
+              for d, day in enumerate(windows.days) for s in ("train", "valid", "test") for part in ("values", "offsets")}
+    np.savez(path, num_items=windows.num_items, first_item=windows.first_item, name=windows.name,
+             day_names=np.array(windows.day_names), **arrays)
+
+
+def is_windows(path: Path) -> bool:
+    return "day_names" in np.load(path).files
+
+
+def load_windows(path: Path) -> Windows:
+    z = np.load(path)
+    names = [str(n) for n in z["day_names"]]
+    days = [{s: Rows(z[f"day{d}_{s}_values"].astype(np.int64), z[f"day{d}_{s}_offsets"].astype(np.int64))
+             for s in ("train", "valid", "test")} for d in range(len(names))]
+    return Windows(days, names, int(z["num_items"]), int(z["first_item"]), str(z["name"]))
+
+
+def average(reports: list[dict]) -> dict:
+    """The mean of per-window `evaluate` reports (each metric, each policy); rows summed."""
+    out = {p: {m: float(np.mean([r[p][m] for r in reports])) for m in reports[0][p]} for p in POLICIES}
+    out["rows"] = int(sum(r["rows"] for r in reports))
+    return out
 
 
 def save_splits(path: Path, splits: Splits) -> None:

@@ -1,7 +1,8 @@
 """Transformers4Rec 23.12 on the shared splits, in its own virtualenv (bench/peers/setup_envs.sh):
 the library's input block, transformer block and next-item task in a plain torch loop (its HF
 Trainer subclass breaks on current dependencies). Each training sequence is given as its last
-max_len items, the library's usual input; scoring reads the library's own inference position
+max_len items, the library's usual input (daily windows: the same model trained on day after
+day, as the library's incremental examples do); scoring reads the library's own inference position
 (the last item for CLM, the appended mask for MLM / PLM / RTD)."""
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from merlin.schema import ColumnSchema, Schema, Tags
 from transformers4rec.config import transformer as t4r_configs
 
 import protocol
-from runner import arguments, fit, write
+from runner import arguments, fit, fit_windows, write
 
 BACKBONES = {"gpt2": t4r_configs.GPT2Config, "bert": t4r_configs.BertConfig, "xlnet": t4r_configs.XLNetConfig,
              "electra": t4r_configs.ElectraConfig}
@@ -42,15 +43,15 @@ def main() -> None:
     args = arguments()
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    splits = protocol.load_splits(args.splits)
-    model, task = build(args, splits.num_items)
+    windows = protocol.load_windows(args.splits) if protocol.is_windows(args.splits) else None
+    splits = None if windows is not None else protocol.load_splits(args.splits)
+    model, task = build(args, (windows or splits).num_items)
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.01)
-    train = torch.from_numpy(splits.train.padded_right(args.max_len))
     generator = torch.Generator().manual_seed(args.seed)
     # the masked tasks read an appended [MASK]: the history leaves it one free slot
     window = args.max_len if task == "clm" else args.max_len - 1
 
-    def train_epoch() -> float:
+    def epoch_on(train: torch.Tensor) -> float:
         model.train()
         order = torch.randperm(len(train), generator=generator)
         total, steps = 0.0, 0
@@ -62,6 +63,9 @@ def main() -> None:
             total, steps = total + float(out["loss"].detach()), steps + 1
         return total / steps
 
+    def padded(rows: protocol.Rows) -> torch.Tensor:
+        return torch.from_numpy(rows.padded_right(args.max_len))
+
     @torch.no_grad()
     def score(histories: protocol.Rows) -> np.ndarray:
         model.eval()
@@ -69,8 +73,12 @@ def main() -> None:
         batch[:, :window] = torch.from_numpy(histories.padded_right(window))
         return model({ITEMS: batch}).numpy()
 
-    result = fit(args, splits, train_epoch, score, lambda: copy.deepcopy(model.state_dict()),
-                 lambda state: model.load_state_dict(state))
+    if windows is not None:  # daily: the same model trained on on, day after day
+        result = fit_windows(args, windows, lambda rows: epoch_on(padded(rows)), score)
+    else:
+        train = padded(splits.train)
+        result = fit(args, splits, lambda: epoch_on(train), score, lambda: copy.deepcopy(model.state_dict()),
+                     lambda state: model.load_state_dict(state))
     write(args, "transformers4rec-23.12.0", result)
 
 

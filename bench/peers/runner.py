@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).parent))
 import protocol  # noqa: E402  (beside this file in every virtualenv)
 
@@ -21,7 +23,7 @@ def arguments() -> argparse.Namespace:
     p.add_argument("--combo", required=True, help="backbone-task, e.g. gpt2-clm, bert-mlm")
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--dropout", type=float, required=True)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=30, help="daily windows: epochs per day")
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--max-seconds", type=float, default=300.0, help="training wall-clock cap")
     p.add_argument("--max-len", type=int, default=50)
@@ -68,6 +70,43 @@ def fit(args, splits, train_epoch, score, snapshot, restore) -> dict:
         "train_seconds": time.perf_counter() - started,
         "stopped_by": ("patience" if bad >= args.patience else
                        "epochs" if len(history) == args.epochs else "time cap"),
+    }
+
+
+def fit_windows(args, windows, train_epoch, score) -> dict:
+    """The incremental protocol (protocol.Windows): for each day t but the last, `args.epochs`
+    epochs of `train_epoch(rows)` on all of day t, continuing from day t-1's model, then day t+1's
+    valid and test rows scored; no early stopping (day t+1 is the future). valid / test: means
+    over the evaluated days."""
+    started = time.perf_counter()
+    per_window, epoch_seconds = [], []
+    for t in range(len(windows.days) - 1):
+        rows = windows.whole(t)
+        for _ in range(args.epochs):
+            e = time.perf_counter()
+            loss = train_epoch(rows)
+            epoch_seconds.append(time.perf_counter() - e)
+        per_window.append(evaluate_window(windows, t, score, loss))
+        print(f"day {windows.day_names[t]} loss {loss:.4f} next-day valid ndcg@10 "
+              f"{per_window[-1]['valid']['kept']['ndcg@10']:.4f}", flush=True)
+    return window_result(per_window, epoch_seconds, time.perf_counter() - started)
+
+
+def evaluate_window(windows, t: int, score, loss: float) -> dict:
+    splits = windows.at(t)
+    return {"trained_on": windows.day_names[t], "evaluated_on": windows.day_names[t + 1], "loss": float(loss),
+            "valid": protocol.evaluate(score, splits.valid, splits), "test": protocol.evaluate(score, splits.test, splits)}
+
+
+def window_result(per_window: list[dict], epoch_seconds: list[float], train_seconds: float) -> dict:
+    return {
+        "protocol": "incremental: train on day t, evaluate on day t+1 (means over the days)",
+        "valid": protocol.average([w["valid"] for w in per_window]),
+        "test": protocol.average([w["test"] for w in per_window]),
+        "windows": per_window,
+        "epochs_run": len(epoch_seconds),
+        "seconds_per_epoch": float(np.mean(epoch_seconds)) if epoch_seconds else None,
+        "train_seconds": train_seconds,
     }
 
 

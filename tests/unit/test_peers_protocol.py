@@ -73,3 +73,24 @@ def test_evaluate_checks_the_score_shape():
     assert out["kept"]["ndcg@10"] == 1.0 and out["rows"] == 2
     with pytest.raises(ValueError, match="scores of shape"):
         protocol.evaluate(lambda h: np.zeros((len(h), 5)), r, splits)
+
+
+def test_daily_windows_train_on_the_past_and_evaluate_the_next_day(tmp_path):
+    day = lambda tr, va, te: {"train": rows(tr), "valid": rows(va), "test": rows(te)}  # noqa: E731
+    windows = protocol.Windows([day([[3, 4]], [[4, 5]], [[5, 3]]), day([[6, 7]], [[3, 6]], [[7, 8, 3]]),
+                                day([[8, 9]], [[8, 9, 3]], [[3, 9]])], ["d0", "d1", "d2"], 10, 3, "tiny")
+    path = tmp_path / "w.npz"
+    protocol.save_windows(path, windows)
+    assert protocol.is_windows(path)
+    loaded = protocol.load_windows(path)
+    assert loaded.day_names == ["d0", "d1", "d2"]
+    assert [x.tolist() for x in loaded.whole(1).lists()] == [[6, 7], [3, 6], [7, 8, 3]]
+    at1 = loaded.at(1)  # trained on days 0 and 1, evaluated on day 2's rows
+    assert np.flatnonzero(at1.candidates).tolist() == [3, 4, 5, 6, 7, 8]
+    assert [x.tolist() for x in at1.valid.lists()] == [[8, 9, 3]] and [x.tolist() for x in at1.test.lists()] == [[3, 9]]
+    # 9 is unknown before day 2: the valid row is scored as history [8], target 3
+    known = protocol.history_target(protocol.known_rows(at1.valid, at1.candidates))
+    assert [x.tolist() for x in known[0].lists()] == [[8]] and known[1].tolist() == [3]
+    report = lambda v: {p: {"ndcg@10": v} for p in protocol.POLICIES} | {"rows": 2}  # noqa: E731
+    assert protocol.average([report(0.2), report(0.4)]) == {"kept": {"ndcg@10": pytest.approx(0.3)},
+                                                             "excluded": {"ndcg@10": pytest.approx(0.3)}, "rows": 4}
