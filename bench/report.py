@@ -387,7 +387,7 @@ def peers(d: dict) -> str:
                  f"window (history items) {max_len}, batch {g['batch_size']}, {g['threads']} thread(s). Not run: "
                  + "; ".join(d.get("not_run", [])) + ".")
     parts.append(_run_settings({k: v for k, v in d["runs"].items() if k not in incremental}))
-    for ds in sorted(incremental & set(d.get("daily_grid", {}) and d["runs"])):
+    for ds in sorted(incremental) if "daily_grid" in d else ():
         dg = d["daily_grid"]
         parts.append(f"\n{ds}: the incremental protocol, train on day t and evaluate on day t+1 (valid and test "
                      f"are means over the {'/'.join(map(str, sorted(windows)))} evaluated days), {dg['epochs']} "

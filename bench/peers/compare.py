@@ -59,6 +59,11 @@ INCREMENTAL = {"daily"}  # datasets of daily windows: train on day t, evaluate o
 COMBOS = ["gpt2-clm", "gpt2-clm-last", "bert-mlm", "xlnet-plm", "electra-rtd"]
 
 
+def epochs_for(dataset: str, args) -> int:
+    """Epochs per run: per day on a daily dataset."""
+    return args.epochs_per_day if dataset in INCREMENTAL else args.epochs
+
+
 def grid_key(lr: float, dropout: float) -> str:
     return f"lr{lr:g}-do{dropout:g}"
 
@@ -71,7 +76,7 @@ def run_one(library: str, combo: str, splits: Path, lr: float, dropout: float, a
         out = Path(tmp) / "result.json"
         cmd = [str(python), str(script), "--splits", str(splits), "--combo", combo, "--lr", str(lr),
                "--dropout", str(dropout),
-               "--epochs", str(args.epochs_per_day if splits.stem in INCREMENTAL else args.epochs), "--patience", str(args.patience),
+               "--epochs", str(epochs_for(splits.stem, args)), "--patience", str(args.patience),
                "--max-seconds", str(args.max_seconds), "--max-len", str(WINDOWS[splits.stem]), "--threads", str(args.threads), "--out", str(out)]
         started = time.perf_counter()
         done = subprocess.run(cmd, cwd=HERE, capture_output=True, text=True)
@@ -196,7 +201,7 @@ def main() -> None:
                         grid_name = "daily_grid" if dataset in INCREMENTAL else "grid"  # its own budget
                         record(dataset, library, result, meta={
                             grid_name: {"lr": args.lr, "dropout": args.dropout,
-                                        "epochs": args.epochs_per_day if dataset in INCREMENTAL else args.epochs,
+                                        "epochs": epochs_for(dataset, args),
                                      "patience": args.patience, "max_seconds": args.max_seconds,
                                      "d_model": 64, "layers": 2, "heads": 2, "max_len": WINDOWS,
                                      "batch_size": 64, "threads": args.threads},

@@ -43,7 +43,7 @@ def daily(args) -> None:
         if trained_on != windows.day_names[index]:
             raise SystemExit(f"seqrec's window {trained_on} is not the splits' day {windows.day_names[index]}")
         marks.append(time.perf_counter())  # training time of this day ends here
-        per_window.append(evaluate_window(windows, index, scorer(model), float("nan")))
+        per_window.append(evaluate_window(windows, index, scorer(model), None))
         marks.append(time.perf_counter())
         return {}
 
