@@ -80,6 +80,13 @@ class RecformerEmbeddings(nn.Module):
         self.item_position = nn.Embedding(cfg.max_items + 1, cfg.d_model)  # 0: [CLS]
         self.norm = nn.LayerNorm(cfg.d_model)
         self.dropout = nn.Dropout(cfg.dropout)
+        # The structural embeddings start at zero: summed at unit scale they would make every
+        # item's input nearly the same (the few token types do not average out over an item's
+        # tokens), so a model trained from scratch starts with item representations of cosine
+        # ~0.96 to each other and its contrastive loss stalls at the uniform value. From zero, a
+        # representation starts as a bag of its words, and position and type are learnt as needed.
+        for table in (self.token_position, self.token_type, self.item_position):
+            nn.init.zeros_(table.weight)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x = (self.token(batch["input_ids"]) + self.token_position(batch["token_positions"])
