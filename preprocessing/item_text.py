@@ -120,15 +120,21 @@ def flatten(texts: pd.DataFrame, keys: list[str]) -> np.ndarray:
 # ---------------------------------------------------------------------------- tokens
 
 def train_tokenizer(texts, vocab_size: int = 8000, min_frequency: int = 1):
-    """A lower-casing WordPiece tokenizer trained on `texts` (an iterable of strings); the
-    special tokens hold ids 0-4 (PAD, UNK, CLS, SEP, MASK)."""
+    """A lower-casing BPE tokenizer trained on `texts` (an iterable of strings); the special tokens
+    hold ids 0-4 (PAD, UNK, CLS, SEP, MASK). The same texts always give the same tokenizer.
+
+    BPE without a continuing-subword prefix: the `tokenizers` trainer creates prefixed pieces
+    (WordPiece's `##`) in hash-map order, and merges of equal counts are broken by those ids, so
+    a WordPiece vocabulary (and every id after it) changes from run to run of the same data
+    (huggingface/tokenizers#1794); here every piece comes from the sorted alphabet and the ordered
+    merges only. Words stay apart: the pre-tokenizer splits on whitespace and punctuation first."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    tokenizer = Tokenizer(models.WordPiece(unk_token=UNK))
+    tokenizer = Tokenizer(models.BPE(unk_token=UNK))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIAL_TOKENS))
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=list(SPECIAL_TOKENS), show_progress=False)
     tokenizer.train_from_iterator(list(texts), trainer)
     for i, token in enumerate(SPECIAL_TOKENS):
         assert tokenizer.token_to_id(token) == i

@@ -80,6 +80,23 @@ def test_item_workflow_names_a_missing_column():
         it.item_texts(table, ATTRS, vocabulary_for(table["item_id"].tolist()))
 
 
+def test_tokenizer_training_is_reproducible():
+    """The same texts (MovieLens-100k's 1,682 item texts, a vocabulary small enough for ties to
+    decide merges) give the same vocabulary and the same ids, run after run."""
+    from seqrec.preprocessing.datasets import movielens_100k_dir
+    from seqrec.preprocessing.readers.recbole import read_recbole_items
+
+    table = read_recbole_items(movielens_100k_dir() / "ml-100k.item")
+    vocab = vocabulary_for(table["item_id"].tolist())
+    flat = it.flatten(it.item_texts(table, ATTRS, vocab), KEYS)
+    runs = []
+    for _ in range(3):
+        tokenizer = it.train_tokenizer(flat, vocab_size=1500)
+        runs.append((tokenizer.get_vocab(), [e.ids for e in tokenizer.encode_batch(list(flat))]))
+    assert len(runs[0][0]) == 1500
+    assert all(run == runs[0] for run in runs[1:])
+
+
 def test_tokenizer_special_ids_and_lowercase_words(catalogue):
     *_, tokenizer = catalogue
     assert [tokenizer.token_to_id(t) for t in it.SPECIAL_TOKENS] == [0, 1, 2, 3, 4]

@@ -91,7 +91,7 @@ class RecformerConfig:
     data_dir: str = "artifacts/ml-100k/data"
     output_dir: str = "artifacts/recformer/model"
     items: ItemSource = field(default_factory=ItemSource)
-    vocab_size: int = 8000  # WordPiece vocabulary trained on the warm items' text
+    vocab_size: int = 8000  # BPE vocabulary trained on the warm items' text
     cold_fraction: float = 0.2  # items held out of all training
     seed: int = 42
     device: str = "cpu"
