@@ -75,9 +75,10 @@ def daily(args) -> None:
     windows = protocol.load_windows(args.splits)
     per_window, seconds = [], []
     for t in range(len(windows.days) - 1):
-        score, train_seconds = fitted(args, windows.at(t), select=False)
+        splits = windows.at(t)
+        score, train_seconds = fitted(args, splits, select=False)
         seconds.append(train_seconds)
-        per_window.append(evaluate_window(windows, t, score, None))
+        per_window.append(evaluate_window(windows, t, score, None, splits))
         print(f"day {windows.day_names[t]} next-day valid ndcg@10 {per_window[-1]['valid']['kept']['ndcg@10']:.4f}",
               flush=True)
     result = window_result(per_window, [s / args.epochs for s in seconds for _ in range(args.epochs)], sum(seconds))

@@ -92,10 +92,10 @@ def fit_windows(args, windows, train_epoch, score) -> dict:
     return window_result(per_window, epoch_seconds, time.perf_counter() - started)
 
 
-def evaluate_window(windows, t: int, score, loss: float | None) -> dict:
+def evaluate_window(windows, t: int, score, loss: float | None, splits=None) -> dict:
     """Day t+1's valid and test rows scored after training on day t (loss: day t's, None where
-    the library does not report one)."""
-    splits = windows.at(t)
+    the library does not report one); `splits`: windows.at(t) where the caller has built it."""
+    splits = windows.at(t) if splits is None else splits
     return {"trained_on": windows.day_names[t], "evaluated_on": windows.day_names[t + 1],
             "loss": None if loss is None else float(loss),
             "valid": protocol.evaluate(score, splits.valid, splits), "test": protocol.evaluate(score, splits.test, splits)}
