@@ -19,6 +19,9 @@ import pytest
 from seqrec.model_repository.export import ENSEMBLE, MODEL, PREPROCESS
 from seqrec.model_repository.publish import read_config, versions
 from seqrec.preprocessing.staging import KILL_ENV
+from seqrec.preprocessing.workflow import encode_sessions
+from seqrec.training.recommend import recommend
+from serving_helpers import offline_view
 
 pytestmark = pytest.mark.slow
 KILLED = -9
@@ -176,14 +179,20 @@ def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, s
     assert _served(repo, exports) == "new"
     assert not [p for p in repo.parent.iterdir() if p.name.startswith(".repo.staging")]
 
-    # a server started on the half-published repository serves the old export whole
+    # a server started on the half-published repository serves the old export whole: its
+    # answers are the old model's offline ones (served = offline is what the serving tests
+    # check), not the new one's
     sessions = [[50, 172, 133], [1, 2, 3, 4], [300, 12], [7, 8, 9]]
-    answers = {}
-    for name, folder in (("old", refs["old"]), ("new", refs["new"]), ("half", half)):
-        with TritonServer(folder) as srv, RecommenderClient(srv.grpc_url, timeout_s=60) as c:
-            answers[name] = [(r.item_ids, r.scores) for r in c.recommend_batch(sessions)]
-    assert answers["old"] != answers["new"], "the two models must answer differently"
-    assert answers["half"] == answers["old"]
+    offline = {}
+    for name, model in (("old", trained), ("new", second_model)):
+        view = offline_view(etl.output_dir, model.output_dir)
+        top, scores = recommend(view["model"], encode_sessions(view["workflow"], sessions), k=10)
+        offline[name] = (view["vocab"][top].tolist(), scores)
+    assert offline["old"][0] != offline["new"][0], "the two models must answer differently"
+    with TritonServer(half) as srv, RecommenderClient(srv.grpc_url, timeout_s=60) as c:
+        served = c.recommend_batch(sessions)
+    assert [r.item_ids for r in served] == offline["old"][0]
+    np.testing.assert_allclose([r.scores for r in served], offline["old"][1], atol=1e-4, rtol=0)
 
 
 def _etl(recipe: Path, kill_at: int | None = None) -> int:

@@ -4,8 +4,9 @@ the default options. The threshold separates the defaults from the options they 
 measured by bench/masked.py (bench/results/masked.json, same seed, same runs): without the input
 LayerNorm XLNet PLM reaches 1.29-1.57x popularity, with it 1.79-3.71x.
 
-BERT MLM learns on real MovieLens-100k with the default batch rule, at one grid point (a tiny
-model: the whole grid at 3x does not fit a short test; bench/masked.py holds the grid)."""
+BERT MLM learns on real MovieLens-100k with the default batch rule at every point of the same
+grid (a tiny model for 8 epochs: at 1.8x popularity, below the benchmark's 3x, which the slowest
+point does not reach within a short test; bench/masked.py holds the full-size runs)."""
 from __future__ import annotations
 
 import importlib.util
@@ -65,15 +66,22 @@ def test_xlnet_plm_learns_on_short_sessions(bench, sessions, lr, dropout):
 @pytest.fixture(scope="module")
 def movielens(bench, tmp_path_factory):
     # max_len 20: more, shorter training windows than the benchmark's 50, so a tiny model learns in
-    # a few epochs (measured with this seed: 0.0533 = 3.1x popularity at epoch 6, at the rule's
-    # batch 35; 2.0x at epoch 3)
+    # a few epochs (at the rule's batch 35)
     return bench.ml100k_data(max_len=20, cache=tmp_path_factory.mktemp("ml"))
 
 
-def test_bert_mlm_learns_on_movielens_with_the_default_batch(bench, movielens):
+# 8 epochs of a tiny model: the slowest grid point (lr 1e-3, dropout 0.3) is at 2.24x popularity
+# at epoch 8 and 2.78x at 14, the others 2.77-3.28x at 8 (measured with this seed); a collapsed
+# run stays at 1x
+MLM_EPOCHS, MLM_TIMES = 8, 1.8
+
+
+@pytest.mark.parametrize("lr,dropout", GRID)
+def test_bert_mlm_learns_on_movielens_with_the_default_batch(bench, movielens, lr, dropout):
     out = bench.run(movielens, {"d_model": 32, "n_layers": 1, "n_heads": 2, "backbone": "bert", "task": "mlm",
-                                "dropout": 0.1}, epochs=6, lr=3e-3, batch_size=None)
+                                "dropout": dropout}, epochs=MLM_EPOCHS, lr=lr, batch_size=None)
     assert MASKED_MIN_BATCH <= out["batch_size"] < DEFAULT_BATCH_SIZE  # the rule shrank it
     pop = out["popularity_valid_ndcg10"]
-    assert out["best_valid_ndcg10"] >= 2.5 * pop, (
-        f"valid NDCG@10 per epoch {out['valid_ndcg10']} vs popularity {pop:.4f} at batch {out['batch_size']}")
+    assert out["best_valid_ndcg10"] >= MLM_TIMES * pop, (
+        f"lr {lr} dropout {dropout}: valid NDCG@10 per epoch {out['valid_ndcg10']} vs popularity "
+        f"{pop:.4f} at batch {out['batch_size']}")
