@@ -19,9 +19,7 @@ import pytest
 from seqrec.model_repository.export import ENSEMBLE, MODEL, PREPROCESS
 from seqrec.model_repository.publish import read_config, versions
 from seqrec.preprocessing.staging import KILL_ENV
-from seqrec.preprocessing.workflow import encode_sessions
-from seqrec.training.recommend import recommend
-from serving_helpers import offline_view
+from serving_helpers import offline_top, offline_view
 
 pytestmark = pytest.mark.slow
 KILLED = -9
@@ -185,9 +183,8 @@ def test_export_killed_at_every_step_leaves_old_or_new(tmp_path, etl, trained, s
     sessions = [[50, 172, 133], [1, 2, 3, 4], [300, 12], [7, 8, 9]]
     offline = {}
     for name, model in (("old", trained), ("new", second_model)):
-        view = offline_view(etl.output_dir, model.output_dir)
-        top, scores = recommend(view["model"], encode_sessions(view["workflow"], sessions), k=10)
-        offline[name] = (view["vocab"][top].tolist(), scores)
+        ids, scores = offline_top(offline_view(etl.output_dir, model.output_dir), sessions)
+        offline[name] = (ids.tolist(), scores)
     assert offline["old"][0] != offline["new"][0], "the two models must answer differently"
     with TritonServer(half) as srv, RecommenderClient(srv.grpc_url, timeout_s=60) as c:
         served = c.recommend_batch(sessions)

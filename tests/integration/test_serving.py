@@ -28,7 +28,7 @@ from seqrec.training.recommend import recommend
 from seqrec.training.scoring import Scorer, window_width
 
 from helpers import HISTORY_CAP, MAX_LEN, ROOT
-from serving_helpers import offline_view
+from serving_helpers import offline_top, offline_view
 
 pytestmark = pytest.mark.slow
 
@@ -42,12 +42,6 @@ def client(server):
 @pytest.fixture(scope="module")
 def offline(etl, trained):
     return offline_view(etl.output_dir, trained.output_dir)
-
-
-def offline_top(offline, sessions, k=10):
-    encoded = encode_sessions(offline["workflow"], sessions)
-    top, scores = recommend(offline["model"], encoded, k=k)
-    return offline["vocab"][top], scores
 
 
 def assert_served_equals_offline(client, offline, sessions):
